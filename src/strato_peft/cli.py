@@ -1,0 +1,168 @@
+"""The ``strato`` command line: ``train`` and ``validate`` (later issues add eval, compare, report).
+
+User errors (bad config, data, paths) print one line and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from strato_peft.errors import StratoError
+
+PLATFORMS = ("auto", "cuda", "rocm", "mps", "cpu")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: the embedded default job)")
+    parser.add_argument("--seed", type=int, help="run seed (overrides the config's seed)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="set a config field, e.g. peft.rank=16 (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``strato`` (``main.py`` uses the ``train`` sub-parser's flags)."""
+    parser = argparse.ArgumentParser(prog="strato", description="Parameter-efficient fine-tuning (STRATO-PEFT).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from a YAML config")
+    add_train_arguments(train)
+
+    validate = sub.add_parser("validate", help="validate a config and print it fully resolved")
+    _config_arguments(validate)
+
+    sub.add_parser("methods", help="list the available fine-tuning methods")
+    return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``strato train`` (shared with ``python main.py``)."""
+    _config_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate, print the resolved config, parameters, FLOPs and memory; train nothing")
+    parser.add_argument("--fast-dev-run", action="store_true", help="a few steps on a few examples, end to end")
+    parser.add_argument("--output-dir", help="results root (default: logging.output_dir)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run's results")
+    parser.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    parser.add_argument("--platform", choices=PLATFORMS, default=None, help="force a platform (default: auto)")
+    parser.add_argument("--no-wandb", action="store_true", help="disable Weights & Biases even if the config enables it")
+
+
+def _load(args: argparse.Namespace):
+    from strato_peft.config import load_config
+
+    return load_config(args.config, args.override, args.seed)
+
+
+def _print_plan(cfg, plan: dict) -> None:
+    import yaml
+
+    from strato_peft.cost import human_bytes
+
+    print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False).rstrip())
+    print("---")
+    pct = 100.0 * plan["trainable_params"] / max(plan["total_params"], 1)
+    print(f"method:                   {plan['method']} ({plan['task_type']}, platform {plan['platform']})")
+    print(f"trainable / total params: {plan['trainable_params']:,} / {plan['total_params']:,} ({pct:.4f}%)")
+    print(f"adapter FLOPs per token:  {plan['adapter_flops_per_token']:,} (forward + backward)")
+    print(f"base FLOPs per token:     {plan['base_flops_per_token']:,} (frozen base forward + backward)")
+    mem = plan["memory_breakdown"]
+    parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in mem.items())
+    print(f"training memory estimate: {human_bytes(plan['memory_estimate_bytes'])} ({parts})")
+    print(f"results would go to:      {plan['run_dir']}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``strato train``: dry-run plan or a full training run."""
+    from strato_peft.training.run import TrainOptions, dry_run, train
+
+    cfg = _load(args)
+    options = TrainOptions(output_dir=args.output_dir, overwrite=args.overwrite, resume=args.resume,
+                           fast_dev_run=args.fast_dev_run, platform=args.platform, no_wandb=args.no_wandb)
+    if args.dry_run:
+        _print_plan(cfg, dry_run(cfg, options))
+        return 0
+    result = train(cfg, options)
+    m = result.metrics
+    score = {k: round(v, 4) for k, v in m["final_eval"].items() if isinstance(v, float)}
+    print(json.dumps({"final_eval": score, "trainable_params": m["params"]["trainable"],
+                      "tokens_per_second": m["train"]["tokens_per_second"]}, indent=1))
+    print(f"Results written to {result.run_dir}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``strato validate``: check the config (and that local data files exist) and print it resolved."""
+    import yaml
+
+    from strato_peft.data.sources import check_source
+
+    cfg = _load(args)
+    check_source(cfg.task)
+    print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False).rstrip())
+    print(f"OK: {args.config or 'default config'} is valid")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """``strato methods``: the registered methods and one line on each."""
+    from strato_peft.methods import available_methods, get_method
+
+    for name in available_methods():
+        print(f"{name:14s} {get_method(name).description}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "methods": cmd_methods}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Dispatch with the error contract: user errors -> one line on stderr, exit code 2."""
+    debug = getattr(args, "debug", False)
+    _quiet_libraries(debug)
+    try:
+        return COMMANDS[args.command](args)
+    except StratoError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; an unfinished run can be continued with --resume", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries(debug: bool) -> None:
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+        return
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("bitsandbytes", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``strato`` console script."""
+    args = build_parser().parse_args(argv)
+    return run_command(args)
+
+
+def main_py(argv: Optional[Sequence[str]] = None) -> int:
+    """``python main.py --config FILE --seed 42``: the original framework's form of ``strato train``."""
+    parser = argparse.ArgumentParser(prog="main.py", description="Same as `strato train`.")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command = "train"
+    return run_command(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Render the schema as documentation: configs/base.yaml (every field, its default, its description) and the
+README's config reference table. One source of truth: tests check both files are up to date."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from strato_peft.config.schema import StratoConfig
+
+SECTIONS = ("model", "peft", "task", "training", "device_info", "logging")
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return json.dumps(value)
+
+
+def _fields(section: type[BaseModel]):
+    for name, field in section.model_fields.items():
+        key = field.alias or name
+        default = field.default_factory() if field.default_factory is not None else field.default
+        yield key, default, field.description or ""
+
+
+def base_yaml() -> str:
+    """configs/base.yaml: every field with its default and description."""
+    lines = ["# Every config field with its default. Generated from strato_peft/config/schema.py by",
+             "# `python -m strato_peft.config.reference`; a config file only needs the fields it changes.",
+             f"seed: {StratoConfig.model_fields['seed'].default}  # {StratoConfig.model_fields['seed'].description}"]
+    for section in SECTIONS:
+        cls = StratoConfig.model_fields[section].annotation
+        lines.append(f"{section}:")
+        for key, default, desc in _fields(cls):
+            lines.append(f"  {key}: {_yaml_value(default)}  # {desc}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_reference() -> str:
+    """The README's config reference: one table per section."""
+    out = []
+    for section in SECTIONS:
+        cls = StratoConfig.model_fields[section].annotation
+        out.append(f"**`{section}`** - {cls.__doc__.strip().splitlines()[0]}\n")
+        out.append("| field | default | meaning |\n|---|---|---|")
+        for key, default, desc in _fields(cls):
+            out.append(f"| `{key}` | `{_yaml_value(default)}` | {desc.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+    from pathlib import Path
+
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()
+    (root / "configs" / "base.yaml").write_text(base_yaml())
+    print(f"wrote {root / 'configs' / 'base.yaml'}")

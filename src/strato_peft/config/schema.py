@@ -1,0 +1,219 @@
+"""The YAML configuration schema: every field typed, validated and documented.
+
+Sections follow the original experiment framework: ``model``, ``peft``, ``task``, ``training``,
+``device_info``, ``logging``, plus a top-level ``seed``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    """Base for every section: unknown keys are rejected, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load and how."""
+
+    name: str = Field(
+        "smollm2-135m",
+        description="Packaged short name (smollm2-135m, gemma3-270m, minilm-l6), a hub id, or an architecture "
+        "name shipped for --dry-run (llama2-7b, llama2-13b, ...).",
+    )
+    path: Optional[str] = Field(None, description="Local model folder; when set it is loaded instead of `name`.")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    device_map: Optional[Union[str, dict[str, Any]]] = Field(
+        None, description="Passed to from_pretrained (e.g. 'auto'); None places the whole model on the run's device."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype; 'auto' is float32 on CPU/MPS and bfloat16 (or float16) on GPUs."
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="Load the base weights through bitsandbytes (QLoRA). The qlora method implies 4bit."
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type for bitsandbytes.")
+    bnb_4bit_double_quant: bool = Field(True, description="Quantize the 4-bit quantization constants too.")
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2"]] = Field(
+        None, description="Attention kernel; None lets transformers choose (sdpa where available)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
+
+
+class PeftConfigSection(_Section):
+    """Which parameter-efficient method to apply, and its hyper-parameters."""
+
+    method: str = Field(
+        "lora",
+        description="lora, dora, rslora, pissa, olora, adalora, ia3, prefix_tuning, prompt_tuning, full, qlora "
+        "(see `strato methods`).",
+    )
+    rank: int = Field(8, gt=0, description="LoRA rank r (AdaLoRA: the target average rank).")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: updates are scaled by alpha/r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: Optional[Union[list[str], str]] = Field(
+        None,
+        description="Module names (suffixes) to adapt, 'all-linear', or None for the method's default for the "
+        "architecture. A name that matches no module is an error.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    modules_to_save: Optional[list[str]] = Field(
+        None, description="Extra modules trained in full and saved with the adapter (the classifier head is added "
+        "automatically for classification)."
+    )
+    init_rank: Optional[int] = Field(None, gt=0, description="AdaLoRA: starting rank (default 1.5 x rank).")
+    adalora_tinit: Optional[int] = Field(None, ge=0, description="AdaLoRA: warm-up steps before pruning (default 10% of steps).")
+    adalora_tfinal: Optional[int] = Field(None, ge=0, description="AdaLoRA: final fine-tuning steps at fixed ranks (default 20%).")
+    adalora_delta_t: int = Field(1, gt=0, description="AdaLoRA: steps between two budget allocations.")
+    num_virtual_tokens: int = Field(20, gt=0, description="Prefix/prompt tuning: number of virtual tokens.")
+    prompt_init_text: Optional[str] = Field(None, description="Prompt tuning: initialise virtual tokens from this text.")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Further keyword arguments passed as-is to the peft config class."
+    )
+    config_file: Optional[str] = Field(
+        None, description="A peft-style JSON (peft_type, task_type, r, lora_alpha, target_modules, ...) used as is; "
+        "the other fields of this section are then ignored except `method` for bookkeeping."
+    )
+    # STRATO-PEFT (issue 5) fields are accepted so the original framework's configs validate.
+    budget: Optional[float] = Field(None, gt=0, description="STRATO: budget as a fraction of the reference LoRA's cost.")
+    lambda_: Optional[dict[str, float]] = Field(
+        None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory)."
+    )
+    solver: Optional[Literal["knapsack", "ppo"]] = Field(None, description="STRATO: allocation solver.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from strato_peft.methods import available_methods
+
+        value = value.lower().replace("-", "_")
+        if value not in available_methods():
+            raise ValueError(f"unknown method {value!r}; expected one of: {', '.join(available_methods())}")
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty_targets(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("must name at least one module, or be omitted for the method's default")
+        return value
+
+
+class TaskConfig(_Section):
+    """What to train on: the task type and the data source."""
+
+    name: str = Field(
+        "gsm8k",
+        description="Packaged data set (gsm8k, tweet-sentiment, mmlu, bigbench:<task>), 'jsonl'/'csv' for a local "
+        "file given by data_path, or a `datasets` hub name.",
+    )
+    type: Optional[Literal["causal_lm", "classification"]] = Field(
+        None, description="causal_lm (SFT) or classification; None takes the data set's natural type."
+    )
+    data_path: Optional[str] = Field(None, description="Local JSONL or CSV file (or hub name for name=hub).")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column mapping from role to column name. SFT roles: prompt, response (or text); "
+        "classification roles: text, label.",
+    )
+    max_length: int = Field(512, gt=8, description="Maximum tokens per example; longer examples are truncated.")
+    train_size: Optional[int] = Field(None, gt=0, description="Use at most this many training examples.")
+    eval_size: Optional[int] = Field(None, gt=0, description="Held-out examples; default: eval_fraction of the data.")
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out fraction when eval_size is unset.")
+    split_seed: Optional[int] = Field(
+        1234, description="Seed of the train/held-out split; fixed by default so every seed and method shares one "
+        "held-out set. None uses the run's seed."
+    )
+    system_prompt: Optional[str] = Field(None, description="SFT: system message put before each prompt.")
+    use_chat_template: bool = Field(True, description="SFT: format with the tokenizer's chat template if it has one.")
+    completion_only_loss: bool = Field(True, description="SFT: compute the loss on the response tokens only.")
+    packing: bool = Field(False, description="SFT: pack several examples into each max_length sequence.")
+    padding_free: bool = Field(
+        True, description="SFT: concatenate a batch without padding (position_ids mark the boundaries)."
+    )
+    label_names: Optional[list[str]] = Field(None, description="Classification: class names in label-id order.")
+    eval_tasks: list[str] = Field(default_factory=list, description="Evaluation tasks to run after training (issue 3).")
+
+
+class TrainingConfig(_Section):
+    """Optimisation and checkpointing; these map onto transformers' TrainingArguments."""
+
+    batch_size: int = Field(8, gt=0, description="Per-device training batch size.")
+    eval_batch_size: Optional[int] = Field(None, gt=0, description="Per-device eval batch size (default: batch_size).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    num_epochs: float = Field(1.0, gt=0, description="Training epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps to run; -1 runs num_epochs.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
+    lr_scheduler: str = Field("linear", description="transformers scheduler name (linear, cosine, constant, ...).")
+    optimizer: str = Field("adamw_torch", description="transformers optimizer name (adamw_torch, paged_adamw_8bit, ...).")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables).")
+    logging_steps: int = Field(5, gt=0, description="Log the training loss every this many steps.")
+    eval_steps: Optional[int] = Field(None, gt=0, description="Evaluate every this many steps (default: at the end only).")
+    save_steps: int = Field(50, gt=0, description="Save a resumable checkpoint every this many steps.")
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints kept on disk.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be -1 (use num_epochs) or a positive number of steps")
+        return value
+
+
+class DeviceInfoConfig(_Section):
+    """Where and how to run."""
+
+    device_type: Literal["auto", "cuda", "rocm", "mps", "cpu"] = Field("auto", description="Platform; auto detects.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPUs, none on CPU and MPS."
+    )
+    compile_model: bool = Field(False, description="torch.compile the model (GPUs; slow to start).")
+
+
+class LoggingConfig(_Section):
+    """Where results go and which trackers receive metrics."""
+
+    output_dir: str = Field("results", description="Root of results/<model>/<task>/<run_name>/.")
+    run_name: Optional[str] = Field(None, description="Run folder name; default <method>_r<rank>_seed<seed>.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files under the run's logs/.")
+    wandb: bool = Field(False, description="Also log to Weights & Biases.")
+    wandb_project: str = Field("strato-peft", description="W&B project name.")
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B mode; offline needs no network.")
+
+
+class StratoConfig(_Section):
+    """The whole run configuration (one YAML file)."""
+
+    seed: int = Field(42, description="Seed for python, numpy, torch and the data order.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: PeftConfigSection = Field(default_factory=PeftConfigSection)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    device_info: DeviceInfoConfig = Field(default_factory=DeviceInfoConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StratoConfig":
+        if self.peft.method == "qlora" and self.model.quantization == "none":
+            self.model.quantization = "4bit"
+        return self
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """A plain dict of the fully resolved config, as written to config_used.yaml."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def config_file_path(cfg: StratoConfig) -> Optional[Path]:
+    """The peft JSON file named by ``peft.config_file``, if any."""
+    return Path(cfg.peft.config_file) if cfg.peft.config_file else None

@@ -1,0 +1,48 @@
+"""Where a result came from: library versions, git commit, peak memory."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform as _platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "bitsandbytes",
+             "strato-peft")
+
+
+def library_versions() -> dict[str, Optional[str]]:
+    """Installed versions of the libraries a run depends on (None where absent)."""
+    out: dict[str, Optional[str]] = {"python": sys.version.split()[0], "platform": _platform.platform()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the checkout this package runs from, with '+dirty' when it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def peak_memory() -> dict[str, Optional[int]]:
+    """Peak resident memory of this process and, on GPUs, peak allocated device memory, in bytes."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    cuda = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+    return {"cpu_max_rss_bytes": int(rss), "device_peak_allocated_bytes": cuda}

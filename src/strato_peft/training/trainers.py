@@ -1,0 +1,75 @@
+"""Build the HF trainer for a task: TRL's SFTTrainer for causal-LM SFT, transformers' Trainer for classification."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from datasets import Dataset
+
+from strato_peft.config.schema import StratoConfig
+from strato_peft.data import TaskData
+from strato_peft.data.classification import tokenize_classification
+from strato_peft.data.sft import sft_records
+
+
+def classification_metrics(eval_pred: Any) -> dict[str, float]:
+    """Accuracy, macro-F1, macro precision and macro recall from logits and labels."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    preds = np.asarray(logits).argmax(-1)
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, average="macro", zero_division=0)
+    return {"accuracy": float(accuracy_score(labels, preds)), "macro_f1": float(f1),
+            "precision": float(precision), "recall": float(recall)}
+
+
+def build_sft_trainer(cfg: StratoConfig, model: Any, tokenizer: Any, data: TaskData, args: dict[str, Any],
+                      callbacks: list) -> tuple[Any, dict[str, int]]:
+    """An SFTTrainer over prompt-completion records; over-long examples are dropped when batching padding-free.
+
+    Returns the trainer and counts of dropped examples (padding-free batching cannot truncate, and a truncated
+    example would lose its answer, so long ones are dropped as axolotl does; the counts go into metrics.json).
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    sft_args = SFTConfig(**args)
+    train = Dataset.from_list(sft_records(data.train, tokenizer, cfg.task))
+    held = Dataset.from_list(sft_records(data.eval, tokenizer, cfg.task))
+    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train, eval_dataset=held,
+                         processing_class=tokenizer, callbacks=callbacks)
+    dropped = {"train": 0, "eval": 0}
+    if sft_args.padding_free and not sft_args.packing:
+        limit = cfg.task.max_length
+        keep = lambda ex: len(ex["input_ids"]) <= limit  # noqa: E731
+        before = len(trainer.train_dataset), len(trainer.eval_dataset)
+        trainer.train_dataset = trainer.train_dataset.filter(keep)
+        trainer.eval_dataset = trainer.eval_dataset.filter(keep)
+        dropped = {"train": before[0] - len(trainer.train_dataset), "eval": before[1] - len(trainer.eval_dataset)}
+    return trainer, dropped
+
+
+def build_classification_trainer(cfg: StratoConfig, model: Any, tokenizer: Any, data: TaskData,
+                                 args: dict[str, Any], callbacks: list) -> tuple[Any, dict[str, int]]:
+    """A transformers Trainer with dynamic padding and classification metrics."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    train = tokenize_classification(data.train, tokenizer, cfg.task.max_length)
+    held = tokenize_classification(data.eval, tokenizer, cfg.task.max_length)
+    targs = TrainingArguments(**args, label_names=["labels"])
+    trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=held, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=classification_metrics,
+                      callbacks=callbacks)
+    return trainer, {"train": 0, "eval": 0}
+
+
+def build_trainer(cfg: StratoConfig, task_type: str, model: Any, tokenizer: Any, data: TaskData,
+                  common: dict[str, Any], callbacks: Optional[list] = None) -> tuple[Any, dict[str, int]]:
+    """The trainer for ``task_type`` with the given TrainingArguments keywords."""
+    from strato_peft.training.arguments import sft_arguments
+
+    callbacks = list(callbacks or [])
+    if task_type == "classification":
+        return build_classification_trainer(cfg, model, tokenizer, data, common, callbacks)
+    return build_sft_trainer(cfg, model, tokenizer, data, {**common, **sft_arguments(cfg)}, callbacks)

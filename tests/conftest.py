@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny models and data sets on disk, and a config factory pointing at them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from tiny import make_model_dir, write_cls_csv, write_sft_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    for kind in ("llama", "gpt2", "bert"):
+        make_model_dir(root, kind)
+    write_sft_jsonl(root / "sft.jsonl")
+    write_cls_csv(root / "cls.csv")
+    return root
+
+
+@pytest.fixture
+def make_config(tiny_root, tmp_path):
+    """Build a validated StratoConfig for a tiny model ('llama', 'gpt2', 'bert') and a task type."""
+    from strato_peft.config import validate_config
+
+    def factory(kind: str = "llama", method: str = "lora", task_type: str = "causal_lm", **sections: Any):
+        if task_type == "classification":
+            task_cfg = {"name": "csv", "data_path": str(tiny_root / "cls.csv"), "type": "classification",
+                        "columns": {"text": "sentence", "label": "sentiment"}, "max_length": 32, "eval_size": 8}
+        else:
+            task_cfg = {"name": "jsonl", "data_path": str(tiny_root / "sft.jsonl"),
+                        "columns": {"prompt": "question", "response": "answer"}, "max_length": 64, "eval_size": 8}
+        data: dict[str, Any] = {
+            "seed": 42,
+            "model": {"name": f"tiny-{kind}", "path": str(tiny_root / kind)},
+            "peft": {"method": method, "rank": 4, "alpha": 8, "num_virtual_tokens": 4},
+            "task": task_cfg,
+            "training": {"batch_size": 4, "learning_rate": 1e-3, "max_steps": 3, "logging_steps": 1,
+                         "save_steps": 2},
+            "logging": {"output_dir": str(tmp_path / "results"), "tensorboard": False},
+        }
+        for key, value in sections.items():
+            data.setdefault(key, {}).update(value)
+        return validate_config(data)
+
+    return factory
