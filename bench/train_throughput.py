@@ -143,14 +143,15 @@ def main() -> int:
     }
     from strato_peft.outputs import atomic_write_json, atomic_write_text
 
+    runs = {name: ", ".join(f"{x['tokens_per_s']:.1f}" for x in xs) for name, xs in (("ours", ours), ("plain", plain))}
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), (
         "# Training throughput: strato vs plain Trainer + peft\n\n"
         f"Command: `{result['command']}`  \nMachine: {result['machine']}\n\n"
         "| arm | real tokens/s (median) | runs |\n|---|---|---|\n"
-        f"| strato (padding-free SFT) | {med(ours):.1f} | {', '.join(f'{x['tokens_per_s']:.1f}' for x in ours)} |\n"
-        f"| plain Trainer + peft (padded) | {med(plain):.1f} | {', '.join(f'{x['tokens_per_s']:.1f}' for x in plain)} |\n\n"
+        f"| strato (padding-free SFT) | {med(ours):.1f} | {runs['ours']} |\n"
+        f"| plain Trainer + peft (padded) | {med(plain):.1f} | {runs['plain']} |\n\n"
         f"Ratio: **{result['ratio']:.2f}** (target >= 1.0)\n"))
     print(json.dumps({k: result[k] for k in ("strato_tokens_per_s_median", "plain_tokens_per_s_median", "ratio")}))
     return 0

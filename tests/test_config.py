@@ -112,3 +112,14 @@ def test_peft_config_file_is_used_as_is(tmp_path, make_config):
     path.write_text(json.dumps({"peft_type": "NOPE"}))
     with pytest.raises(ConfigError, match="peft_type"):
         load_peft_config_file(path)
+
+
+def test_generated_docs_are_up_to_date():
+    """configs/base.yaml and the README's config reference are generated from the schema: regenerate with
+    `python -m strato_peft.config.reference` after changing a field."""
+    from strato_peft.config.reference import base_yaml, readme_with_reference
+
+    assert (REPO / "configs" / "base.yaml").read_text() == base_yaml()
+    readme = (REPO / "README.md").read_text()
+    assert readme_with_reference(readme) == readme
+    validate_config(yaml.safe_load(base_yaml()))

@@ -17,7 +17,7 @@ from strato_peft.errors import ConfigError
 from strato_peft.methods import available_methods
 from strato_peft.training.run import TrainOptions, train
 
-METHODS = [m for m in available_methods() if m not in ("strato", "qlora")]  # qlora: see test_quantized.py
+METHODS = [m for m in available_methods() if m != "strato"]  # strato: issue 5
 CASES = [("llama", "causal_lm"), ("gpt2", "causal_lm"), ("bert", "classification")]
 
 
@@ -39,7 +39,20 @@ def reload_logits(base_dir, saved_dir, method: str, task: str, inputs) -> torch.
         model = cls.from_pretrained(saved_dir)
     else:
         kwargs = {"num_labels": 2} if task == "classification" else {}
+        if method == "qlora":  # the adapter was trained on the 4-bit base: load the base the same way
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32,
+                llm_int8_skip_modules=["classifier", "score"] if task == "classification" else None)
         model = PeftModel.from_pretrained(cls.from_pretrained(base_dir, **kwargs), saved_dir)
+        if method == "qlora":  # bitsandbytes 0.50's CPU repacking breaks odd-sized layers (see models/loading.py)
+            import bitsandbytes as bnb
+
+            for module in model.modules():
+                if isinstance(module, bnb.nn.Linear4bit):
+                    module.support_avx512bf16_for_cpu = False
     model.eval()
     with torch.no_grad():
         return model(**inputs).logits
@@ -73,7 +86,8 @@ def test_method_trains_saves_and_reloads(method, kind, task, make_config, tiny_r
     with torch.no_grad():
         expected = result.model(**inputs).logits
     got = reload_logits(tiny_root / kind, saved, method, task, inputs)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    atol = 1e-4 if method == "qlora" else 1e-5  # 4-bit kernels: eval-mode dequantisation order differs slightly
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=atol)
 
 
 RELOAD_SCRIPT = textwrap.dedent(

@@ -8,7 +8,5 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     """$STRATO_CACHE, or ~/.cache/strato-peft."""
-    root = os.environ.get("STRATO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "strato-peft")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    root = os.environ.get("STRATO_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "strato-peft"

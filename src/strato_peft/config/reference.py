@@ -58,10 +58,24 @@ def markdown_reference() -> str:
     return "\n".join(out)
 
 
+README_START = "<!-- config-reference:start -->"
+README_END = "<!-- config-reference:end -->"
+
+
+def readme_with_reference(readme: str) -> str:
+    """``readme`` with the text between the config-reference markers replaced by :func:`markdown_reference`."""
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{markdown_reference()}{README_END}{tail}"
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
     from pathlib import Path
 
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()
     (root / "configs" / "base.yaml").write_text(base_yaml())
-    print(f"wrote {root / 'configs' / 'base.yaml'}")
+    readme = root / "README.md"
+    if readme.is_file() and README_START in readme.read_text():
+        readme.write_text(readme_with_reference(readme.read_text()))
+    print(f"wrote {root / 'configs' / 'base.yaml'} and the README's config reference")

@@ -73,7 +73,11 @@ def load_tokenizer(cfg: "ModelConfig") -> "PreTrainedTokenizerBase":
     return tokenizer
 
 
-def _quantization_config(cfg: "ModelConfig", device: str) -> Any:
+# Classification heads stay in full precision: they are trained in full (peft's modules_to_save).
+CLASSIFIER_HEADS = ["classifier", "score", "pre_classifier"]
+
+
+def _quantization_config(cfg: "ModelConfig", device: str, task_type: str = "causal_lm") -> Any:
     """A transformers BitsAndBytesConfig for cfg.quantization, or a ModelError when bitsandbytes is missing."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError(
@@ -82,14 +86,16 @@ def _quantization_config(cfg: "ModelConfig", device: str) -> Any:
         )
     from transformers import BitsAndBytesConfig
 
+    skip = CLASSIFIER_HEADS if task_type == "classification" else None
     if cfg.quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=cfg.bnb_4bit_double_quant,
         bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
     )
 
 
@@ -164,7 +170,7 @@ def load_model(
         kwargs["attn_implementation"] = cfg.attn_implementation
     quantized = cfg.quantization != "none"
     if quantized:
-        kwargs["quantization_config"] = _quantization_config(cfg, device)
+        kwargs["quantization_config"] = _quantization_config(cfg, device, task_type)
     if cfg.device_map is not None:
         kwargs["device_map"] = cfg.device_map
     elif quantized:

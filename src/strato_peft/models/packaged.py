@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from strato_peft.errors import ModelError
+from strato_peft.paths import cache_dir
 
 from .architectures import architecture_hub_id
 
@@ -67,12 +68,6 @@ def packaged_model_names() -> list[str]:
 def is_packaged_model(name: str) -> bool:
     """Whether ``name`` is a packaged model's short name (case-insensitive)."""
     return name.strip().lower() in PACKAGED_MODELS
-
-
-def cache_dir() -> Path:
-    """The strato cache root: ``$STRATO_CACHE`` when set, else ``~/.cache/strato-peft``."""
-    root = os.environ.get("STRATO_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "strato-peft"
 
 
 def _package_version(pip_name: str) -> Optional[str]:

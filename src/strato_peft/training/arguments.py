@@ -41,6 +41,7 @@ def common_arguments(cfg: StratoConfig, platform: PlatformInfo, output_dir: Path
         save_steps=save_steps,
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_num_workers,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=platform.mixed_precision == "bf16",
@@ -56,11 +57,20 @@ def common_arguments(cfg: StratoConfig, platform: PlatformInfo, output_dir: Path
 def sft_arguments(cfg: StratoConfig) -> dict[str, Any]:
     """SFTConfig-only keyword arguments: length, packing, padding-free batching, completion-only loss."""
     task = cfg.task
-    padding_free = task.padding_free and not task.packing
     return dict(
-        max_length=None if padding_free else task.max_length,
+        # without packing, over-long examples are dropped after tokenization (trainers.py), never truncated
+        max_length=task.max_length if task.packing else None,
         packing=task.packing,
-        padding_free=padding_free,
+        padding_free=resolve_padding_free(cfg),
         completion_only_loss=task.completion_only_loss,
         dataset_num_proc=None,
     )
+
+
+def resolve_padding_free(cfg: StratoConfig) -> bool:
+    """Padding-free batching: as configured, else on only with flash-attention kernels (see TaskConfig)."""
+    if cfg.task.packing:
+        return False  # TRL's packing sets its own padding-free mode
+    if cfg.task.padding_free is not None:
+        return cfg.task.padding_free
+    return cfg.model.attn_implementation == "flash_attention_2"

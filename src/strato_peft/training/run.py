@@ -123,6 +123,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     data = load_task_data(cfg.task, cfg.seed)
     if options.fast_dev_run:
         data.train, data.eval = data.train[:16], data.eval[:8]
+        data.info.update(n_train=len(data.train), n_eval=len(data.eval), fast_dev_run_subset=True)
     task_type = data.task_type
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
