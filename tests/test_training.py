@@ -257,3 +257,30 @@ def test_wandb_offline_needs_no_network(make_config, monkeypatch):
     cfg = make_config("llama", "lora", logging={"wandb": True})
     result = train(cfg)
     assert list(result.run_dir.rglob("*.wandb"))
+
+
+def test_platform_not_available_is_a_clear_error(make_config, tmp_path, capsys):
+    cfg = make_config("llama", "lora")
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = cli(["train", "--config", str(path), "--platform", "cuda"], capsys)
+    assert code == 2 and "cuda" in one_line(err) and "cpu" in one_line(err)
+    code, out, _ = cli(["train", "--config", str(path), "--platform", "cpu"], capsys)
+    assert code == 0
+
+
+@pytest.mark.parametrize("config", ["methods/qlora.yaml", "tasks/classification_tweet_minilm.yaml",
+                                    "llama2_7b_mmlu_strato.yaml", "methods/adalora.yaml"])
+def test_dry_run_examples(config, capsys):
+    code, out, err = cli(["train", "--config", str(REPO / "configs" / config), "--dry-run"], capsys)
+    assert code == 0, err
+    assert "trainable / total params" in out and "adapter FLOPs per token" in out
+
+
+def test_all_examples_too_long_is_a_clear_error_and_leaves_nothing(make_config, tmp_path, capsys):
+    cfg = make_config("llama", "lora", task={"max_length": 9})
+    code, _, err = cli(["train", "--config", str(write_cfg(tmp_path / "c.yaml", cfg))], capsys)
+    assert code == 2 and "task.max_length" in one_line(err)
+    out = Path(cfg.logging.output_dir)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]

@@ -102,6 +102,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     check_source(cfg.task)
+    if cfg.peft.config_file:
+        from strato_peft.methods.apply import load_peft_config_file
+
+        load_peft_config_file(cfg.peft.config_file)
     print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False).rstrip())
     print(f"OK: {args.config or 'default config'} is valid")
     return 0

@@ -1,6 +1,6 @@
 """Config files of well-known architectures, shipped so that ``--dry-run`` can cost a plan without any weights.
 
-Each ``architectures/<name>.json`` is a plain transformers ``config.json``. Hub ids of the same models (for example
+Each ``arch_configs/<name>.json`` is a plain transformers ``config.json``. Hub ids of the same models (for example
 ``meta-llama/Llama-2-7b-hf``) are aliases of the short names.
 """
 
@@ -13,7 +13,7 @@ from typing import Optional
 
 from transformers import AutoConfig, PretrainedConfig
 
-ARCHITECTURES_DIR = Path(__file__).resolve().parent / "architectures"
+ARCHITECTURES_DIR = Path(__file__).resolve().parent / "arch_configs"
 
 # Short name -> the hub id of the original weights (used when such a name is loaded for real).
 ARCHITECTURE_HUB_IDS: dict[str, str] = {

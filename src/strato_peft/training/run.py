@@ -6,8 +6,10 @@ before the first byte is written; results appear in their final folder only once
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from strato_peft.config.schema import StratoConfig
 from strato_peft.cost import cost_report
 from strato_peft.data import TaskData, load_task_data
 from strato_peft.data.sources import PACKAGED_LABELS, check_source, task_type_of
+from strato_peft.errors import DataError
 from strato_peft.methods.apply import apply_method
 from strato_peft.methods.registry import get_method
 from strato_peft.outputs import RunDirectory, atomic_write_json, run_dir_for, write_config
@@ -94,12 +97,8 @@ def _loss_curve(log_history: list[dict[str, Any]]) -> tuple[list[dict], list[dic
 
 def _save_model(model: Any, tokenizer: Any, spec_name: str, staging: Path) -> Path:
     """Save the adapter in peft's format (adapter/), or the whole model for full fine-tuning (model/)."""
-    if spec_name == "full":
-        target = staging / "model"
-        model.save_pretrained(target)
-    else:
-        target = staging / "adapter"
-        model.save_pretrained(target)
+    target = staging / ("model" if spec_name == "full" else "adapter")
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 
@@ -143,16 +142,17 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
         callbacks.append(tensorboard_callback(run.staging / "logs"))
     args = common_arguments(cfg, platform, run.checkpoints, options.fast_dev_run,
                             _report_to(cfg, options, run.staging))
-    trainer, dropped = build_trainer(cfg, task_type, model, tokenizer, data, args, callbacks)
-    if len(trainer.train_dataset) == 0:
-        from strato_peft.errors import DataError
-
-        raise DataError(f"task.max_length: every training example is longer than {cfg.task.max_length} tokens")
+    try:
+        trainer, dropped = build_trainer(cfg, task_type, model, tokenizer, data, args, callbacks)
+        if len(trainer.train_dataset) == 0:
+            raise DataError(f"task.max_length: every training example is longer than {cfg.task.max_length} tokens")
+    except DataError:
+        if resume_from is None:  # bad input leaves nothing behind
+            shutil.rmtree(run.staging, ignore_errors=True)
+        raise
 
     tokens_before = 0
     if resume_from is not None:
-        import json
-
         tokens_before = json.loads((resume_from / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     session_tokens = trainer.state.num_input_tokens_seen - tokens_before
