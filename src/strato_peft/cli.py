@@ -1,4 +1,4 @@
-"""The ``strato`` command line: ``train`` and ``validate`` (later issues add eval, compare, report).
+"""The ``strato`` command line: ``train``, ``validate``, ``eval`` and ``methods``.
 
 User errors (bad config, data, paths) print one line and exit with code 2; ``--debug`` shows the traceback.
 """
@@ -34,8 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate a config and print it fully resolved")
     _config_arguments(validate)
 
+    evaluate = sub.add_parser("eval", help="evaluate a base model, an adapter or a run on benchmarks")
+    add_eval_arguments(evaluate)
+
     sub.add_parser("methods", help="list the available fine-tuning methods")
     return parser
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``strato eval`` (shared with ``python scripts/eval.py``)."""
+    parser.add_argument("--checkpoint", help="a run folder (results/...) or an adapter folder")
+    parser.add_argument("--model", help="a base model: packaged short name, hub id or local folder")
+    parser.add_argument("--tasks", default="mmlu", help="comma-separated: mmlu, gsm8k, humaneval, classification, "
+                        "perplexity (default: mmlu)")
+    parser.add_argument("--limit", type=int, help="score at most N examples per task")
+    parser.add_argument("--shots", type=int, help="few-shot examples (default: 5 for mmlu, 0 otherwise)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size for scoring and generation")
+    parser.add_argument("--num-samples", type=int, default=1, help="humaneval: completions per problem")
+    parser.add_argument("--temperature", type=float, default=0.0, help="generation temperature (0 = greedy)")
+    parser.add_argument("--max-new-tokens", type=int, help="generation length cap")
+    parser.add_argument("--reference", action="store_true", help="humaneval: run the canonical solutions")
+    parser.add_argument("--log-samples", action="store_true", help="write per-sample records")
+    parser.add_argument("--output-dir", help="where eval_results.json goes (default: the run or adapter folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier results of the same tasks")
+    parser.add_argument("--seed", type=int, default=0, help="seed for few-shot picks and sampling")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +143,27 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "methods": cmd_methods}
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``strato eval``: score a model on the requested tasks and write eval_results.json."""
+    import strato_peft.eval  # noqa: F401  registers the tasks
+    from strato_peft.eval.base import EvalOptions
+    from strato_peft.eval.runner import evaluate
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    options = EvalOptions(limit=args.limit, shots=args.shots, batch_size=args.batch_size, log_samples=args.log_samples,
+                          seed=args.seed, num_samples=args.num_samples, temperature=args.temperature,
+                          max_new_tokens=args.max_new_tokens, reference=args.reference)
+    path, content = evaluate(tasks, options, checkpoint=args.checkpoint, model=args.model,
+                             output_dir=args.output_dir, overwrite=args.overwrite)
+    for name in tasks:
+        entry = content["tasks"][name]
+        flat = {k: round(v, 4) for k, v in entry["metrics"].items() if isinstance(v, float)}
+        print(f"{name}: {json.dumps(flat)} (n={entry['n']}, {entry['seconds']:.1f} s)")
+    print(f"Results written to {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "methods": cmd_methods}
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -156,6 +199,15 @@ def _quiet_libraries(debug: bool) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``strato`` console script."""
     args = build_parser().parse_args(argv)
+    return run_command(args)
+
+
+def eval_py(argv: Optional[Sequence[str]] = None) -> int:
+    """``python scripts/eval.py --checkpoint DIR``: the same as ``strato eval``."""
+    parser = argparse.ArgumentParser(prog="scripts/eval.py", description="Same as `strato eval`.")
+    add_eval_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command = "eval"
     return run_command(args)
 
 

@@ -1,0 +1,50 @@
+"""Classification: accuracy, macro-F1, macro precision/recall and the confusion matrix on the held-out split of
+the run the checkpoint came from (the same split training used, by its split_seed)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from strato_peft.data import load_task_data
+from strato_peft.eval.base import EvalOptions, EvalTask, TaskResult, register_task
+from strato_peft.eval.target import EvalInputError, EvalTarget
+
+
+def run_classification(target: EvalTarget, options: EvalOptions) -> TaskResult:
+    """Predict the held-out rows in batches and score them."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    cfg = target.run_config
+    if cfg is None or target.task_type != "classification":
+        raise EvalInputError("--tasks classification needs --checkpoint of a classification run (its config names "
+                             "the data and the held-out split)")
+    start = time.perf_counter()
+    data = load_task_data(cfg.task, cfg.seed)
+    rows = data.eval[: options.limit] if options.limit else data.eval
+    tok, model = target.tokenizer, target.model
+    device = next(model.parameters()).device
+    preds: list[int] = []
+    for i in range(0, len(rows), options.batch_size):
+        batch = rows[i:i + options.batch_size]
+        enc = tok([r["text"] for r in batch], truncation=True, max_length=cfg.task.max_length, padding=True,
+                  return_tensors="pt").to(device)
+        with torch.no_grad():
+            preds += model(**enc).logits.argmax(-1).tolist()
+    labels = [r["label"] for r in rows]
+    k = len(data.label_names or []) or max(labels + preds) + 1
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, average="macro", zero_division=0,
+                                                               labels=list(range(k)))
+    metrics = {"accuracy": sum(int(p == y) for p, y in zip(preds, labels)) / len(rows), "macro_f1": float(f1),
+               "precision": float(precision), "recall": float(recall),
+               "confusion_matrix": confusion_matrix(labels, preds, labels=list(range(k))).tolist(),
+               "label_names": data.label_names}
+    samples = [{"text": r["text"], "target": y, "prediction": p} for r, y, p in zip(rows, labels, preds)] \
+        if options.log_samples else []
+    return TaskResult(metrics, len(rows), "argmax of the classifier head over the run's held-out split",
+                      details={"split": data.info, "seconds": time.perf_counter() - start}, samples=samples)
+
+
+register_task(EvalTask("classification", "held-out accuracy, macro-F1, precision, recall, confusion matrix",
+                       run_classification))

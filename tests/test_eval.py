@@ -1,0 +1,203 @@
+"""Evaluation: log-likelihood scoring, batched generation, MMLU/GSM8K/classification/perplexity on tiny models,
+answer extraction, pass@k, eval_results.json rules and the bad-input contract of `strato eval`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from math import comb
+from pathlib import Path
+
+import pytest
+import torch
+
+import strato_peft.eval  # noqa: F401  registers tasks
+from strato_peft.cli import main
+from strato_peft.eval.base import EvalOptions
+from strato_peft.eval.generation import GenerationConfig, generate
+from strato_peft.eval.gsm8k import extract_answer, reference_answer
+from strato_peft.eval.humaneval import pass_at_k
+from strato_peft.eval.mmlu import CATEGORY_OF, pick_shots
+from strato_peft.eval.runner import evaluate
+from strato_peft.eval.scoring import loglikelihood, split_tokens
+from strato_peft.eval.target import load_eval_target
+from strato_peft.training.run import train
+
+
+@pytest.fixture(scope="module")
+def llama_run(tiny_root, tmp_path_factory):
+    """A trained tiny Llama LoRA run (SFT) to evaluate."""
+    from strato_peft.config import validate_config
+
+    out = tmp_path_factory.mktemp("evalruns")
+    cfg = validate_config({
+        "model": {"name": "tiny-llama", "path": str(tiny_root / "llama")},
+        "peft": {"method": "lora", "rank": 4, "alpha": 8},
+        "task": {"name": "jsonl", "data_path": str(tiny_root / "sft.jsonl"),
+                 "columns": {"prompt": "question", "response": "answer"}, "max_length": 64, "eval_size": 8},
+        "training": {"batch_size": 4, "max_steps": 2, "save_steps": 2},
+        "logging": {"output_dir": str(out), "tensorboard": False},
+    })
+    return train(cfg).run_dir
+
+
+def cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
+# ---- scoring and generation ---------------------------------------------------------------------------------
+
+def test_loglikelihood_matches_direct_computation(llama_run):
+    target = load_eval_target(str(llama_run))
+    model, tok = target.model, target.tokenizer
+    requests = [("what is two plus", " three"), ("what is two plus", " four"), ("the movie is", " good day"),
+                ("what is", " the answer is five")]
+    got = loglikelihood(model, tok, requests, batch_size=3)
+    for (ctx, cont), res in zip(requests, got):
+        c_ids, x_ids = split_tokens(tok, ctx, cont)
+        ids = torch.tensor([c_ids + x_ids])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
+        expected = sum(float(lp[len(c_ids) - 1 + j, t]) for j, t in enumerate(x_ids))
+        assert res.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(llama_run):
+    target = load_eval_target(str(llama_run))
+    prompts = ["what is two plus three", "the", "what is the answer is good bad fine", "one two"]
+    gen = GenerationConfig(max_new_tokens=6)
+    batched = generate(target.model, target.tokenizer, prompts, gen, batch_size=4)
+    single = generate(target.model, target.tokenizer, prompts, gen, batch_size=1)
+    assert batched == single
+
+
+# ---- tasks on a tiny model ----------------------------------------------------------------------------------
+
+def test_mmlu_zero_and_few_shot(llama_run):
+    target = load_eval_target(str(llama_run))
+    for shots in (0, 2):
+        res = strato_peft.eval.get_task("mmlu").run(target, EvalOptions(limit=12, shots=shots, log_samples=True))
+        assert res.n == 12 and 0.0 <= res.metrics["accuracy"] <= 1.0
+        assert sum(c["n"] for c in res.metrics["per_category"].values()) == 12
+        assert all(s["prediction"] in "ABCD" for s in res.samples)
+        assert res.details["shots"] == shots
+
+
+def test_mmlu_shots_come_from_the_same_subject_never_the_question():
+    from strato_peft.data.sources import load_mmlu_rows
+
+    rows = load_mmlu_rows()
+    subject = [i for i, r in enumerate(rows) if r["topic"] == "virology"]
+    for asked in subject[:20]:
+        shots = pick_shots(rows, subject, asked, 5, seed=0)
+        assert len(shots) == 5 and all(s["topic"] == "virology" for s in shots)
+        assert rows[asked] not in shots
+    assert len(CATEGORY_OF) == 57
+
+
+def test_gsm8k_on_tiny_model_scores_the_full_set_for_a_base_model(tiny_root):
+    target = load_eval_target(model=str(tiny_root / "llama"))
+    res = strato_peft.eval.get_task("gsm8k").run(target, EvalOptions(limit=4, max_new_tokens=4, log_samples=True))
+    assert res.n == 4 and res.metrics["exact_match"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert "full packaged GSM8K" in res.details["split"] and len(res.samples) == 4
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so she has 5 + 3 = 8 apples.\n#### 8", "8"), ("The answer is $1,234.", "1234"), ("#### -7.50", "-7.5"),
+    ("no numbers here", None), ("3 then 4 then 12.0", "12"),
+])
+def test_gsm8k_answer_extraction(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_gsm8k_reference_answers_are_numbers():
+    from strato_peft.config.schema import TaskConfig
+    from strato_peft.data.sources import load_source
+
+    assert all(reference_answer(r["response"]) is not None for r in load_source(TaskConfig(name="gsm8k")).rows)
+
+
+def test_classification_eval_on_its_held_out_split(make_config):
+    run = train(make_config("bert", "lora", "classification")).run_dir
+    path, content = evaluate(["classification"], EvalOptions(), checkpoint=str(run))
+    m = content["tasks"]["classification"]["metrics"]
+    assert content["tasks"]["classification"]["n"] == 8
+    assert sum(map(sum, m["confusion_matrix"])) == 8 and len(m["confusion_matrix"]) == 2
+    assert m["accuracy"] == pytest.approx(sum(m["confusion_matrix"][i][i] for i in range(2)) / 8)
+    assert path == run / "eval_results.json"
+
+
+def test_perplexity_of_a_run(llama_run, tmp_path):
+    _, content = evaluate(["perplexity"], EvalOptions(), checkpoint=str(llama_run), output_dir=str(tmp_path))
+    m = content["tasks"]["perplexity"]["metrics"]
+    assert math.isfinite(m["perplexity"]) and m["perplexity"] > 1 and m["tokens"] > 0
+    assert content["tasks"]["perplexity"]["n"] == 8
+
+
+# ---- pass@k ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, c, k", [(1, 1, 1), (1, 0, 1), (10, 3, 1), (10, 3, 5), (20, 0, 10), (20, 15, 10)])
+def test_pass_at_k_is_the_unbiased_estimator(n, c, k):
+    brute = sum(1 for combo in itertools.combinations(range(n), k) if any(i < c for i in combo)) / comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(brute)
+
+
+# ---- eval_results.json and bad input -----------------------------------------------------------------------
+
+def test_results_accumulate_and_are_not_overwritten_silently(llama_run, tmp_path, capsys):
+    args = ["eval", "--checkpoint", str(llama_run), "--limit", "4", "--output-dir", str(tmp_path)]
+    code, out, _ = cli(args + ["--tasks", "mmlu", "--shots", "0"], capsys)
+    assert code == 0 and "mmlu:" in out
+    code, _, _ = cli(args + ["--tasks", "perplexity"], capsys)
+    content = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(content["tasks"]) == {"mmlu", "perplexity"}
+    assert content["model"]["adapter"].endswith("adapter") and content["model"]["adapter_sha256"]
+    before = (tmp_path / "eval_results.json").read_text()
+    code, _, err = cli(args + ["--tasks", "mmlu"], capsys)
+    assert code == 2 and "--overwrite" in error_line(err)
+    assert (tmp_path / "eval_results.json").read_text() == before
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--tasks", "mmlu", "--limit", "0"], "--limit"),
+    (["--tasks", "mmlu", "--shots", "500"], "--shots 500"),
+])
+def test_bad_eval_options(llama_run, tmp_path, capsys, extra, needle):
+    code, _, err = cli(["eval", "--checkpoint", str(llama_run), "--output-dir", str(tmp_path)] + extra, capsys)
+    assert code == 2 and needle in error_line(err)
+    assert not (tmp_path / "eval_results.json").exists()
+
+
+def test_checkpoint_without_adapter_or_config(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(["eval", "--checkpoint", str(tmp_path / "empty"), "--tasks", "mmlu"], capsys)
+    assert code == 2 and "neither a run" in error_line(err)
+
+
+def test_adapter_for_another_base_model(llama_run, tiny_root, capsys):
+    code, _, err = cli(["eval", "--checkpoint", str(llama_run / "adapter"), "--model", str(tiny_root / "gpt2"),
+                        "--tasks", "mmlu", "--limit", "2"], capsys)
+    line = error_line(err)
+    assert code == 2 and "trained on base model" in line and "gpt2" in line and "llama" in line
+
+
+def test_scripts_eval_form(llama_run, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "eval.py"), "--checkpoint", str(llama_run),
+                           "--tasks", "perplexity", "--limit", "2", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "eval_results.json").read_text())["tasks"]["perplexity"]["n"] == 2
