@@ -201,3 +201,18 @@ def test_scripts_eval_form(llama_run, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "eval_results.json").read_text())["tasks"]["perplexity"]["n"] == 2
+
+
+def test_training_config_can_name_eval_tasks(make_config, capsys, tmp_path):
+    run = train(make_config("llama", "lora", task={"eval_tasks": ["perplexity", "mmlu"], "eval_limit": 4})).run_dir
+    content = json.loads((run / "eval_results.json").read_text())
+    assert set(content["tasks"]) == {"perplexity", "mmlu"} and content["tasks"]["mmlu"]["n"] == 4
+    import yaml
+
+    bad = make_config("llama", "lora", task={"eval_tasks": ["mmlu", "nope"]},
+                      logging={"output_dir": str(tmp_path / "bad")})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad.to_yaml_dict()))
+    code, _, err = cli(["train", "--config", str(path)], capsys)
+    assert code == 2 and "unknown task 'nope'" in error_line(err)
+    assert not Path(bad.logging.output_dir).exists()

@@ -141,7 +141,11 @@ class TaskConfig(_Section):
         "then attend over the whole concatenated row, which is slower than padded, length-grouped batches on CPU."
     )
     label_names: Optional[list[str]] = Field(None, description="Classification: class names in label-id order.")
-    eval_tasks: list[str] = Field(default_factory=list, description="Evaluation tasks to run after training (issue 3).")
+    eval_tasks: list[str] = Field(
+        default_factory=list, description="Evaluation tasks run on the trained model at the end of training (mmlu, "
+        "gsm8k, humaneval, classification, perplexity); results go to the run's eval_results.json."
+    )
+    eval_limit: Optional[int] = Field(None, gt=0, description="Score at most this many examples per eval task.")
 
 
 class TrainingConfig(_Section):

@@ -118,6 +118,11 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     run.check(options.overwrite, options.resume)
     spec = get_method(cfg.peft.method)
     check_source(cfg.task)
+    if cfg.task.eval_tasks:
+        from strato_peft.eval import EvalOptions
+        from strato_peft.eval.runner import check_options
+
+        check_options(cfg.task.eval_tasks, EvalOptions())
 
     data = load_task_data(cfg.task, cfg.seed)
     if options.fast_dev_run:
@@ -193,7 +198,24 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     write_config(run.staging / "config_used.yaml", cfg)
     atomic_write_json(run.staging / "metrics.json", metrics)
     final = run.finalize()
+    if cfg.task.eval_tasks:
+        _evaluate_after_training(cfg, trainer.model, tokenizer, task_type, final, options.fast_dev_run)
     return RunResult(final, metrics, model=trainer.model, tokenizer=tokenizer)
+
+
+def _evaluate_after_training(cfg: StratoConfig, model: Any, tokenizer: Any, task_type: str, run_dir: Path,
+                             fast_dev_run: bool) -> None:
+    """Run the config's ``task.eval_tasks`` on the trained model; results go to the run's eval_results.json."""
+    from strato_peft.eval import EvalOptions
+    from strato_peft.eval.runner import evaluate
+    from strato_peft.eval.target import EvalTarget
+
+    model.eval()
+    identity = {"base_model": cfg.model.path or cfg.model.name, "adapter": str(run_dir / "adapter"),
+                "evaluated": "in memory, right after training"}
+    target = EvalTarget(model, tokenizer, task_type, identity, run_dir=run_dir, run_config=cfg)
+    evaluate(cfg.task.eval_tasks, EvalOptions(limit=8 if fast_dev_run else cfg.task.eval_limit), target=target,
+             output_dir=str(run_dir))
 
 
 def dry_run(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> dict[str, Any]:
