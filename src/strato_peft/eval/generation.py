@@ -55,8 +55,11 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], config: Generat
     if config.stop:
         gen_kwargs.update(stop_strings=list(config.stop), tokenizer=tokenizer)
     torch.manual_seed(seed)
+    from tqdm.auto import tqdm
+
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch",
+                          disable=len(order) <= batch_size):
             idx = order[start:start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens)

@@ -1,7 +1,10 @@
 """HumanEval: n completions per problem, each run with the problem's tests in the sandbox, unbiased pass@k.
 
-The model continues the function signature and docstring (the standard, non-chat format) until a Codex stop
-sequence; the program ``prompt + completion + test + check(entry_point)`` runs in :mod:`strato_peft.eval.sandbox`.
+Base models continue the function signature and docstring (the standard format) until a Codex stop sequence.
+Models with a chat template get lm-evaluation-harness's ``humaneval_instruct`` format: the problem in a user turn
+and the assistant's answer pre-filled with "Here is the completed function:" and the opening of a Python code
+block holding the signature, so the model writes the body. Either way the program
+``prompt + completion + test + check(entry_point)`` runs in :mod:`strato_peft.eval.sandbox`.
 ``--reference`` scores the canonical solutions through the same path (they must all pass).
 """
 
@@ -20,6 +23,17 @@ from strato_peft.eval.generation import GenerationConfig, generate
 from strato_peft.eval.target import EvalTarget
 
 STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```"]
+INSTRUCT_USER = "Write a solution to the following problem and make sure that it passes the tests:\n```python\n{prompt}\n```\n"
+INSTRUCT_PREFIX = "Here is the completed function:\n```python\n{prompt}\n"
+
+
+def build_prompt(tokenizer: Any, problem: dict[str, Any], chat: bool) -> str:
+    """The text the model continues: the raw problem, or the instruct format with the signature pre-filled."""
+    if not chat:
+        return problem["prompt"]
+    messages = [{"role": "user", "content": INSTRUCT_USER.format(prompt=problem["prompt"])}]
+    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return head + INSTRUCT_PREFIX.format(prompt=problem["prompt"])
 
 
 def load_problems() -> list[dict[str, Any]]:
@@ -36,18 +50,19 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def program(problem: dict[str, Any], completion: str) -> str:
-    """The source the sandbox runs: the completed function, then its tests."""
-    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+def program(problem: dict[str, Any], completion: str, chat: bool = False) -> str:
+    """The source the sandbox runs: the completed function (as the model saw it), then its tests."""
+    gap = "\n" if chat else ""  # the instruct format's pre-filled answer adds a line after the signature
+    return f"{problem['prompt']}{gap}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
-def score(problems: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]], workers: int = 2
-          ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def score(problems: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]], workers: int = 2,
+          chat: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """pass@k for k in (1, 10) where n >= k, and one record per completion."""
     from strato_peft.eval.sandbox import run_many
 
     flat = [(p, c) for p, cs in zip(problems, completions) for c in cs]
-    results = run_many([program(p, c) for p, c in flat], workers=workers)
+    results = run_many([program(p, c, chat) for p, c in flat], workers=workers)
     records, passed_per = [], {}
     for (p, c), res in zip(flat, results):
         passed_per.setdefault(p["task_id"], []).append(res.passed)
@@ -65,17 +80,21 @@ def run_humaneval(target: EvalTarget, options: EvalOptions) -> TaskResult:
     start = time.perf_counter()
     problems = load_problems()[: options.limit] if options.limit else load_problems()
     n = options.num_samples
+    chat = False
     if options.reference:
         completions = [[p["canonical_solution"]] * n for p in problems]
         fmt = "canonical solutions (reference run)"
     else:
+        chat = bool(getattr(target.tokenizer, "chat_template", None))
         gen = GenerationConfig(max_new_tokens=options.max_new_tokens or 384, temperature=options.temperature,
                                stop=STOP, num_return_sequences=n)
-        completions = generate(target.model, target.tokenizer, [p["prompt"] for p in problems], gen,
-                               batch_size=options.batch_size, seed=options.seed)
-        fmt = f"raw prompt continuation, Codex stop sequences, n={n}, " + \
+        completions = generate(target.model, target.tokenizer, [build_prompt(target.tokenizer, p, chat)
+                                                                for p in problems],
+                               gen, batch_size=options.batch_size, seed=options.seed, add_special_tokens=not chat)
+        fmt = ("lm-eval humaneval_instruct (chat template, pre-filled signature)" if chat else
+               "raw prompt continuation") + f", Codex stop sequences, n={n}, " + \
               ("greedy" if options.temperature == 0 else f"T={options.temperature}")
-    metrics, records = score(problems, completions)
+    metrics, records = score(problems, completions, chat=chat)
     statuses: dict[str, int] = {}
     for r in records:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1

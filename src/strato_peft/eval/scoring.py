@@ -51,7 +51,10 @@ def _forward_batches(model: Any, sequences: list[list[int]], keep: list[int], ba
     device = next(model.parameters()).device
     with_positions = _accepts(model, "position_ids")
     with_keep = _accepts(model, "logits_to_keep")
-    for start in range(0, len(order), batch_size):
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(order), batch_size), desc="scoring", unit="batch",
+                      disable=len(order) <= batch_size):
         idx = order[start:start + batch_size]
         seqs = [sequences[i][-max_length:] for i in idx]
         width = max(len(s) for s in seqs)
