@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from strato_peft.errors import StratoError
 
@@ -202,22 +202,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command(args)
 
 
+def _script_entry(prog: str, command: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                  argv: Optional[Sequence[str]]) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=f"Same as `strato {command}`.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command = command
+    return run_command(args)
+
+
 def eval_py(argv: Optional[Sequence[str]] = None) -> int:
     """``python scripts/eval.py --checkpoint DIR``: the same as ``strato eval``."""
-    parser = argparse.ArgumentParser(prog="scripts/eval.py", description="Same as `strato eval`.")
-    add_eval_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command = "eval"
-    return run_command(args)
+    return _script_entry("scripts/eval.py", "eval", add_eval_arguments, argv)
 
 
 def main_py(argv: Optional[Sequence[str]] = None) -> int:
     """``python main.py --config FILE --seed 42``: the original framework's form of ``strato train``."""
-    parser = argparse.ArgumentParser(prog="main.py", description="Same as `strato train`.")
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command = "train"
-    return run_command(args)
+    return _script_entry("main.py", "train", add_train_arguments, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

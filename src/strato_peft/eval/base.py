@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from strato_peft.eval.target import EvalTarget
+from strato_peft.registry import Registry
 
 
 @dataclass
@@ -46,26 +47,25 @@ class EvalTask:
     max_shots: Optional[Callable[[], int]] = None
 
 
-_TASKS: dict[str, EvalTask] = {}
+def _input_error(message: str) -> Exception:
+    from strato_peft.eval.target import EvalInputError
+
+    return EvalInputError(message)
+
+
+_TASKS: Registry[EvalTask] = Registry("task", "--tasks", _input_error)
 
 
 def register_task(task: EvalTask) -> EvalTask:
     """Add an evaluation task under its name (one line per task module)."""
-    if task.name in _TASKS:
-        raise RuntimeError(f"eval task {task.name!r} registered twice")
-    _TASKS[task.name] = task
-    return task
+    return _TASKS.register(task.name, task)
 
 
 def get_task(name: str) -> EvalTask:
     """The task called ``name``; unknown names are a one-line error listing the known ones."""
-    from strato_peft.eval.target import EvalInputError
-
-    if name not in _TASKS:
-        raise EvalInputError(f"--tasks: unknown task {name!r}; expected one of: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    return _TASKS.get(name)
 
 
 def available_tasks() -> list[str]:
     """Names of all registered evaluation tasks."""
-    return sorted(_TASKS)
+    return _TASKS.names()

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from strato_peft.errors import ConfigError
 from strato_peft.methods.base import MethodSpec
+from strato_peft.registry import Registry
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("method", "peft.method", ConfigError)
 
 
 def register(spec: MethodSpec) -> MethodSpec:
     """Add a method under ``spec.name``; names are unique."""
-    if spec.name in _METHODS:
-        raise RuntimeError(f"method {spec.name!r} registered twice")
-    _METHODS[spec.name] = spec
-    return spec
+    return _METHODS.register(spec.name, spec)
 
 
 def get_method(name: str) -> MethodSpec:
     """The method registered as ``name`` (a ConfigError lists the known ones otherwise)."""
-    key = name.lower().replace("-", "_")
-    if key not in _METHODS:
-        raise ConfigError(f"peft.method: unknown method {name!r}; expected one of: {', '.join(sorted(_METHODS))}")
-    return _METHODS[key]
+    return _METHODS.get(name.lower().replace("-", "_"))
 
 
 def available_methods() -> list[str]:
     """Names of all registered methods, sorted."""
-    return sorted(_METHODS)
+    return _METHODS.names()
