@@ -11,7 +11,6 @@ reported).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import provenance, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -35,7 +36,6 @@ def main() -> int:
     from strato_peft.eval.generation import GenerationConfig, generate
     from strato_peft.eval.gsm8k import build_prompt, extract_answer
     from strato_peft.models import load_model, load_tokenizer
-    from strato_peft.outputs import atomic_write_json, atomic_write_text
 
     mcfg = ModelConfig(name=args.model)
     tok = load_tokenizer(mcfg)
@@ -61,19 +61,12 @@ def main() -> int:
 
     agree = sum(extract_answer(a) == extract_answer(b) for a, b in zip(ours, plain)) / len(prompts)
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        **provenance(args),
         "batched_seconds": ours_s, "plain_seconds": plain_s,
         "batched_samples_per_s": len(prompts) / ours_s, "plain_samples_per_s": len(prompts) / plain_s,
         "ratio": plain_s / ours_s, "answer_agreement": agree, "target": ">= 3.0",
     }
-    out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), (
-        "# GSM8K evaluation throughput: batched evaluator vs one-prompt-at-a-time generate\n\n"
-        f"Command: `{result['command']}`  \nMachine: {result['machine']}\n\n"
+    write_report(args.out, result, "GSM8K evaluation throughput: batched evaluator vs one-prompt-at-a-time generate", (
         "| arm | samples/s | seconds |\n|---|---|---|\n"
         f"| strato (batch {args.batch_size}, left padding, KV cache) | {result['batched_samples_per_s']:.3f} | {ours_s:.1f} |\n"
         f"| plain loop | {result['plain_samples_per_s']:.3f} | {plain_s:.1f} |\n\n"

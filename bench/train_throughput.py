@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import provenance, write_report  # noqa: E402
 
 
 def plain_trainer_tokens_per_s(model_dir: str, records: list[dict], args: argparse.Namespace) -> dict:
@@ -133,24 +134,14 @@ def main() -> int:
                   flush=True)
     med = lambda xs: statistics.median(x["tokens_per_s"] for x in xs)  # noqa: E731
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch_threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        **provenance(args),
         "strato": ours, "plain_trainer_peft": plain,
         "strato_tokens_per_s_median": med(ours), "plain_tokens_per_s_median": med(plain),
         "ratio": med(ours) / med(plain),
         "target": ">= 1.0",
     }
-    from strato_peft.outputs import atomic_write_json, atomic_write_text
-
     runs = {name: ", ".join(f"{x['tokens_per_s']:.1f}" for x in xs) for name, xs in (("ours", ours), ("plain", plain))}
-    out = Path(args.out)
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), (
-        "# Training throughput: strato vs plain Trainer + peft\n\n"
-        f"Command: `{result['command']}`  \nMachine: {result['machine']}\n\n"
+    write_report(args.out, result, "Training throughput: strato vs plain Trainer + peft", (
         "| arm | real tokens/s (median) | runs |\n|---|---|---|\n"
         f"| strato (length-grouped SFT) | {med(ours):.1f} | {runs['ours']} |\n"
         f"| plain Trainer + peft (padded) | {med(plain):.1f} | {runs['plain']} |\n\n"
