@@ -1,4 +1,4 @@
-"""The ``strato`` command line: ``train``, ``validate``, ``eval`` and ``methods``.
+"""The ``strato`` command line: ``train``, ``validate``, ``eval``, ``compare`` and ``methods``.
 
 User errors (bad config, data, paths) print one line and exit with code 2; ``--debug`` shows the traceback.
 """
@@ -37,8 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a base model, an adapter or a run on benchmarks")
     add_eval_arguments(evaluate)
 
+    compare = sub.add_parser("compare", help="compare finished runs: seed statistics, baseline tests, verdicts")
+    add_compare_arguments(compare)
+
     sub.add_parser("methods", help="list the available fine-tuning methods")
     return parser
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser, results_dir_flag: bool = False) -> None:
+    """Flags of ``strato compare``; ``python scripts/compare.py`` takes ``--results_dir`` instead of RESULTS_DIR."""
+    if results_dir_flag:
+        parser.add_argument("--results-dir", "--results_dir", dest="results_dir", required=True,
+                            help="folder holding the runs (results/<model>/<task>/<run>/)")
+    else:
+        parser.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding the runs (e.g. results)")
+    parser.add_argument("--baseline", help="configuration to compare against (default: lora_r8*, else the first)")
+    parser.add_argument("--metric", help="metric to compare (default: eval_accuracy, else eval_loss)")
+    parser.add_argument("--output-dir", "--output_dir", dest="output_dir",
+                        help="where comparison.csv/.json go (default: RESULTS_DIR; earlier ones are replaced)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +180,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "methods": cmd_methods}
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``strato compare``: per-configuration statistics and verdicts; writes comparison.csv and .json."""
+    from strato_peft.experiments import build_comparison, format_table, write_outputs
+
+    comparison = build_comparison(args.results_dir, baseline=args.baseline, metric=args.metric)
+    print(format_table(comparison))
+    csv_path, json_path = write_outputs(comparison, args.output_dir or args.results_dir)
+    print(f"Comparison written to {csv_path} and {json_path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "compare": cmd_compare,
+            "methods": cmd_methods}
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -214,6 +243,12 @@ def _script_entry(prog: str, command: str, add_arguments: Callable[[argparse.Arg
 def eval_py(argv: Optional[Sequence[str]] = None) -> int:
     """``python scripts/eval.py --checkpoint DIR``: the same as ``strato eval``."""
     return _script_entry("scripts/eval.py", "eval", add_eval_arguments, argv)
+
+
+def compare_py(argv: Optional[Sequence[str]] = None) -> int:
+    """``python scripts/compare.py --results_dir DIR``: the same as ``strato compare DIR``."""
+    return _script_entry("scripts/compare.py", "compare",
+                         lambda parser: add_compare_arguments(parser, results_dir_flag=True), argv)
 
 
 def main_py(argv: Optional[Sequence[str]] = None) -> int:

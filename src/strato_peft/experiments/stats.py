@@ -1,0 +1,94 @@
+"""Seed statistics of one configuration, and paired differences against the baseline (bootstrap CI, t-test)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+ZERO_SPREAD = 1e-12  # paired differences closer than this (relative) count as identical: float round-off only
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation (ddof=1; 0 for a single run) and count of a configuration's values."""
+
+    mean: Optional[float]
+    std: Optional[float]
+    n: int
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Per-seed gains (config over baseline, positive = better) and what they say."""
+
+    seeds: list[int]
+    n: int
+    mean_gain: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    ci_note: Optional[str]
+    p_value: Optional[float]
+    p_note: Optional[str]  # why p_value is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Mean and sample std (ddof=1) of ``values``; std is 0 with one value, both None with none."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return Summary(None, None, 0)
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return Summary(float(arr.mean()), std, int(arr.size))
+
+
+def bootstrap_ci(diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``diffs`` (seeded, so the same data give the same interval)."""
+    arr = np.asarray(diffs, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def paired_t_p(values: Sequence[float], baseline: Sequence[float]) -> tuple[Optional[float], Optional[str]]:
+    """Two-sided paired t-test p-value (scipy.stats.ttest_rel), or None and the reason it is undefined."""
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    if a.size < 2:
+        return None, f"needs >= 2 paired seeds, has {a.size}"
+    diffs = a - b
+    if np.ptp(diffs) <= ZERO_SPREAD * max(1.0, float(np.abs(diffs).max())):
+        return None, "paired differences are all equal (zero variance): t is undefined"
+    from scipy.stats import ttest_rel
+
+    p = float(ttest_rel(a, b).pvalue)
+    return (p, None) if math.isfinite(p) else (None, "t-test gave no finite p-value")
+
+
+def paired_comparison(values: Mapping[int, float], baseline: Mapping[int, float], higher_is_better: bool,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Paired:
+    """Pair runs by seed (seeds both have), then mean gain, bootstrap CI of the mean gain and paired t-test p."""
+    seeds = sorted(set(values) & set(baseline))
+    a = np.array([values[s] for s in seeds], dtype=float)
+    b = np.array([baseline[s] for s in seeds], dtype=float)
+    gains = a - b if higher_is_better else b - a
+    if not seeds:
+        return Paired([], 0, None, None, None, "no seed in common with the baseline", None,
+                      "no seed in common with the baseline")
+    if len(seeds) < 2:
+        low = high = None
+        ci_note: Optional[str] = "needs >= 2 paired seeds"
+    else:
+        (low, high), ci_note = bootstrap_ci(gains, resamples, seed), None
+    p, p_note = paired_t_p(a, b)
+    return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note)

@@ -1,0 +1,288 @@
+"""`strato compare`: run collection, seed statistics against numpy/scipy, verdict thresholds, outputs, CLI contract.
+
+Fast: every result folder is synthetic JSON written into tmp_path; no model is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from strato_peft.cli import main
+from strato_peft.experiments import build_comparison, collect_runs, write_outputs
+from strato_peft.experiments.collect import split_run_name
+from strato_peft.experiments.metric import metric_spec
+from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from strato_peft.experiments.verdicts import (ACCURACY_DROP_MAX, FLOPS_RATIO_MAX, PARAMS_RATIO_MAX,
+                                              STABILITY_STD_MAX, accuracy_guardrail, efficiency, stability)
+
+REPO = Path(__file__).resolve().parents[1]
+ACC = metric_spec("eval_accuracy", [0.5])
+
+
+def write_run(root: Path, name: str, acc: Optional[float] = None, loss: Optional[float] = None,
+              trainable: int = 1000, flops: int = 10_000, device_mem: Optional[int] = None, wall: float = 60.0,
+              model: str = "m", task: str = "t", eval_results: Optional[dict] = None) -> Path:
+    """A finished run folder with a metrics.json holding the given numbers."""
+    d = root / model / task / name
+    d.mkdir(parents=True)
+    final_eval: dict[str, Any] = {"epoch": 1.0, "eval_runtime": 0.5}
+    if acc is not None:
+        final_eval["eval_accuracy"] = acc
+    if loss is not None:
+        final_eval["eval_loss"] = loss
+    seed = split_run_name(name)[1]
+    metrics = {"run": {"name": name, "seed": seed, "method": "lora", "model": model, "task": task},
+               "final_eval": final_eval, "params": {"trainable": trainable, "total": 10**6},
+               "cost": {"adapter_flops_per_token": flops},
+               "peak_memory": {"cpu_max_rss_bytes": 2**30, "device_peak_allocated_bytes": device_mem},
+               "wall_time_seconds": wall, "loss_curve": []}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "config_used.yaml").write_text(f"seed: {seed}\n")
+    if eval_results is not None:
+        (d / "eval_results.json").write_text(json.dumps(eval_results))
+    return d
+
+
+def write_config(root: Path, name: str, values: list[float], seeds: Optional[list[int]] = None, **kw: Any) -> None:
+    """One configuration: a run per seed (42, 43, ...) with the given accuracies."""
+    for seed, v in zip(seeds or range(42, 42 + len(values)), values):
+        write_run(root, f"{name}_seed{seed}", acc=v, **kw)
+
+
+def row(comparison: dict, cid: str) -> dict:
+    return next(c for c in comparison["configurations"] if c["id"] == cid)
+
+
+# ---- collection ---------------------------------------------------------------------------------------------------
+
+def test_split_run_name():
+    assert split_run_name("lora_r8_seed42") == ("lora_r8", 42)
+    assert split_run_name("full") == ("full", None)
+    assert split_run_name("dora_seedling") == ("dora_seedling", None)
+
+
+def test_collect_reads_metrics_costs_and_eval_results(tmp_path):
+    write_run(tmp_path, "lora_r8_seed42", acc=0.5, loss=1.5, device_mem=123, wall=7.0,
+              eval_results={"tasks": {"mmlu": {"metrics": {"accuracy": 0.25, "per_subject": {"x": 1.0}}}}})
+    write_run(tmp_path, "lora_r8_seed43", acc=0.6)
+    (tmp_path / "m" / "t" / "lora_r8_seed43" / "adapter").mkdir()  # the inside of a run is not searched
+    runs = {r.run_name: r for r in collect_runs(tmp_path)}
+    assert set(runs) == {"lora_r8_seed42", "lora_r8_seed43"}
+    r = runs["lora_r8_seed42"]
+    assert (r.configuration, r.seed, r.model, r.task, r.status) == ("lora_r8", 42, "m", "t", "complete")
+    assert r.metrics == {"epoch": 1.0, "eval_runtime": 0.5, "eval_accuracy": 0.5, "eval_loss": 1.5,
+                         "mmlu/accuracy": 0.25}
+    assert (r.trainable_params, r.adapter_flops_per_token, r.wall_time_seconds) == (1000, 10_000, 7.0)
+    assert (r.peak_memory_bytes, r.peak_memory_kind) == (123, "device")
+    assert (runs["lora_r8_seed43"].peak_memory_bytes, runs["lora_r8_seed43"].peak_memory_kind) == (2**30, "cpu")
+
+
+def test_missing_corrupt_and_partial_runs_are_reported_and_excluded(tmp_path):
+    write_config(tmp_path, "lora_r8", [0.50, 0.60])
+    task = tmp_path / "m" / "t"
+    (task / "lora_r8_seed44").mkdir()
+    (task / "lora_r8_seed44" / "metrics.json").write_text("{not json")
+    (task / "lora_r8_seed45").mkdir()
+    (task / "lora_r8_seed45" / "metrics.json").write_text(json.dumps({"final_eval": {"eval_accuracy": 0.0}}))
+    (task / ".lora_r8_seed46.partial" / "checkpoints").mkdir(parents=True)
+    (task / "lora_r8_seed47").mkdir()
+    (task / "lora_r8_seed47" / "config_used.yaml").write_text("seed: 47\n")
+    bad_eval = write_run(tmp_path, "lora_r8_seed48", acc=0.70)
+    (bad_eval / "eval_results.json").write_text("[broken")
+
+    status = {r.run_name: (r.status, r.problem) for r in collect_runs(tmp_path)}
+    assert status["lora_r8_seed44"][0] == "corrupt" and "unreadable" in status["lora_r8_seed44"][1]
+    assert status["lora_r8_seed45"][0] == "corrupt" and "params.trainable" in status["lora_r8_seed45"][1]
+    assert status["lora_r8_seed46"][0] == "incomplete" and "partial" in status["lora_r8_seed46"][1]
+    assert status["lora_r8_seed47"][0] == "incomplete" and "no metrics.json" in status["lora_r8_seed47"][1]
+    assert status["lora_r8_seed48"][0] == "complete"  # an unreadable eval_results.json is only a note
+
+    comp = build_comparison(tmp_path)
+    r = row(comp, "lora_r8")
+    assert r["n"] == 3 and r["seeds"] == [42, 43, 48]
+    assert r["mean"] == pytest.approx(np.mean([0.5, 0.6, 0.7]))
+    assert {e["run"]: e["status"] for e in r["excluded_runs"]} == {
+        "lora_r8_seed44": "corrupt", "lora_r8_seed45": "corrupt", "lora_r8_seed46": "incomplete",
+        "lora_r8_seed47": "incomplete"}
+    assert comp["run_counts"] == {"complete": 3, "incomplete": 2, "corrupt": 2}
+    notes = next(x for x in comp["runs"] if x["run_name"] == "lora_r8_seed48")["notes"]
+    assert any("eval_results.json unreadable" in n for n in notes)
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------------
+
+def test_statistics_agree_with_numpy_and_scipy(tmp_path):
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.6, 0.7, size=5)
+    other = base + rng.normal(0.01, 0.01, size=5)
+    write_config(tmp_path, "lora_r8", list(base), seeds=[1, 2, 3, 4, 5])
+    write_config(tmp_path, "lora_r4", list(other[:4]), seeds=[1, 2, 3, 4])  # seed 5 missing: 4 pairs
+    comp = build_comparison(tmp_path)
+    assert comp["baseline"] == "lora_r8" and comp["metric"]["name"] == "eval_accuracy"
+
+    b, o = row(comp, "lora_r8"), row(comp, "lora_r4")
+    assert b["is_baseline"] and b["vs_baseline"] is None
+    assert b["mean"] == pytest.approx(np.mean(base)) and b["std"] == pytest.approx(np.std(base, ddof=1))
+    assert o["n"] == 4 and o["std"] == pytest.approx(np.std(other[:4], ddof=1))
+    assert o["score_mean"] == pytest.approx(100 * np.mean(other[:4]))
+
+    vs = o["vs_baseline"]
+    diffs = other[:4] - base[:4]
+    assert vs["seeds"] == [1, 2, 3, 4] and vs["n"] == 4
+    assert vs["mean_gain"] == pytest.approx(diffs.mean())
+    assert vs["p_value"] == pytest.approx(sps.ttest_rel(other[:4], base[:4]).pvalue)
+    boot = np.random.default_rng(BOOTSTRAP_SEED).choice(diffs, size=(BOOTSTRAP_RESAMPLES, 4)).mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    assert (vs["ci_low"], vs["ci_high"]) == pytest.approx((low, high), rel=1e-12)  # same seeded draws
+    assert vs["ci_low"] <= vs["mean_gain"] <= vs["ci_high"]
+    assert vs["score_ci_low"] == pytest.approx(100 * vs["ci_low"])
+
+
+def test_p_value_undefined_cases_say_why(tmp_path):
+    write_config(tmp_path, "lora_r8", [0.50, 0.60, 0.70])
+    write_config(tmp_path, "same_gain", [0.52, 0.62, 0.72])  # every paired difference equal
+    write_config(tmp_path, "one_seed", [0.55])
+    comp = build_comparison(tmp_path)
+    same = row(comp, "same_gain")["vs_baseline"]
+    assert same["p_value"] is None and "zero variance" in same["p_note"]
+    assert same["mean_gain"] == pytest.approx(0.02)
+    one = row(comp, "one_seed")
+    assert one["std"] == 0.0 and one["n"] == 1
+    assert one["vs_baseline"]["p_value"] is None and ">= 2" in one["vs_baseline"]["p_note"]
+    assert one["vs_baseline"]["ci_low"] is None
+    assert one["verdicts"]["stability"]["passed"] is None
+
+
+def test_loss_is_lower_is_better_and_default_metric(tmp_path):
+    for seed, (b, o) in zip((1, 2), ((1.0, 1.5), (2.0, 2.5))):
+        write_run(tmp_path, f"lora_r8_seed{seed}", loss=b)
+        write_run(tmp_path, f"worse_seed{seed}", loss=o)  # exactly 0.5 higher: guardrail holds
+        write_run(tmp_path, f"too_worse_seed{seed}", loss=o + 1e-6)
+        write_run(tmp_path, f"better_seed{seed}", loss=b - 0.25)
+    comp = build_comparison(tmp_path)
+    assert comp["metric"] == {"name": "eval_loss", "higher_is_better": False, "scale": 1.0,
+                              "unit": "eval_loss units"}
+    assert row(comp, "better")["vs_baseline"]["mean_gain"] == pytest.approx(0.25)
+    assert row(comp, "worse")["vs_baseline"]["mean_gain"] == pytest.approx(-0.5)
+    assert row(comp, "worse")["verdicts"]["accuracy"]["passed"] is True
+    assert row(comp, "too_worse")["verdicts"]["accuracy"]["passed"] is False
+
+
+# ---- verdicts -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params,flops,expected", [
+    (700, 10_000, True), (701, 10_000, False),  # params ratio 0.7 is inclusive
+    (1000, 8000, True), (1000, 8001, False),  # FLOPs ratio 0.8 is inclusive
+    (701, 8001, False), (100, 20_000, True),  # either criterion suffices
+])
+def test_efficiency_flips_at_threshold(params, flops, expected):
+    v = efficiency(params, 1000, flops, 10_000)
+    assert v.passed is expected
+    assert v.figures["params_ratio"] == pytest.approx(params / 1000)
+    assert PARAMS_RATIO_MAX == 0.7 and FLOPS_RATIO_MAX == 0.8
+
+
+@pytest.mark.parametrize("mean,expected", [(0.795, True), (0.79499, False), (0.90, True)])
+def test_accuracy_guardrail_flips_at_half_a_point(mean, expected):
+    v = accuracy_guardrail(mean, 0.80, ACC)
+    assert v.passed is expected
+    assert v.figures["baseline_mean"] == pytest.approx(80.0) and v.figures["unit"] == "points (metric x 100)"
+    assert ACCURACY_DROP_MAX == 0.5
+
+
+@pytest.mark.parametrize("std,expected", [(0.004, True), (0.00401, False), (0.0, True)])
+def test_stability_flips_at_point_four(std, expected):
+    assert stability(std, 3, ACC).passed is expected
+    assert STABILITY_STD_MAX == 0.4
+
+
+def test_verdicts_end_to_end_at_thresholds(tmp_path):
+    write_config(tmp_path, "lora_r8", [0.800, 0.800, 0.800], trainable=1000, flops=10_000)
+    write_config(tmp_path, "edge", [0.791, 0.795, 0.799], trainable=700, flops=10_000)  # -0.5 pts, std 0.4 pts
+    write_config(tmp_path, "beyond", [0.7909, 0.7949, 0.7989], trainable=701, flops=8001)
+    comp = build_comparison(tmp_path)
+    edge, beyond = row(comp, "edge"), row(comp, "beyond")
+    assert edge["score_std"] == pytest.approx(0.4) and edge["verdicts"]["accuracy"]["figures"]["gain"] == \
+        pytest.approx(-0.5)
+    assert [edge["verdicts"][k]["passed"] for k in ("efficiency", "accuracy", "stability")] == [True, True, True]
+    assert edge["all_passed"] is True
+    assert [beyond["verdicts"][k]["passed"] for k in ("efficiency", "accuracy", "stability")] == \
+        [False, False, True]
+    assert beyond["all_passed"] is False
+    base = row(comp, "lora_r8")["verdicts"]
+    assert base["efficiency"]["passed"] is None and base["stability"]["passed"] is True
+
+
+# ---- defaults, outputs, CLI ---------------------------------------------------------------------------------------
+
+def test_default_baseline_and_groups(tmp_path):
+    write_config(tmp_path, "adalora_r8", [0.5, 0.6])
+    write_config(tmp_path, "lora_r8", [0.5, 0.6])
+    assert build_comparison(tmp_path)["baseline"] == "lora_r8"
+    write_config(tmp_path, "lora_r8", [0.4, 0.5], task="t2")
+    comp = build_comparison(tmp_path)
+    assert {c["id"] for c in comp["configurations"]} == {"m/t/adalora_r8", "m/t/lora_r8", "m/t2/lora_r8"}
+    assert row(comp, "m/t/adalora_r8")["vs_baseline"]["baseline"] == "m/t/lora_r8"
+
+
+def test_default_baseline_without_lora_r8_is_first_sorted(tmp_path):
+    write_config(tmp_path, "dora", [0.5])
+    write_config(tmp_path, "adalora", [0.5])
+    assert build_comparison(tmp_path, metric="eval_accuracy")["baseline"] == "adalora"
+
+
+def test_cli_writes_csv_and_json_and_table(tmp_path, capsys):
+    write_config(tmp_path / "res", "lora_r8", [0.5, 0.6])
+    write_config(tmp_path / "res", "lora_r4", [0.52, 0.61])
+    out = tmp_path / "out"
+    assert main(["compare", str(tmp_path / "res"), "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lora_r4" in printed and "(baseline)" in printed and "comparison.json" in printed
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["baseline"] == "lora_r8" and len(data["configurations"]) == 2
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["id"] for r in rows] == ["lora_r4", "lora_r8"]
+    assert float(rows[0]["score_mean"]) == pytest.approx(56.5)
+    # derived files: a second run replaces them in place (default output dir: the results folder)
+    assert main(["compare", str(tmp_path / "res"), "--metric", "eval_runtime"]) == 0
+    assert json.loads((tmp_path / "res" / "comparison.json").read_text())["metric"]["name"] == "eval_runtime"
+    write_outputs(data, out)
+    assert json.loads((out / "comparison.json").read_text())["metric"]["name"] == "eval_accuracy"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["missing"], "does not exist"),
+    (["empty"], "holds no runs"),
+    (["res", "--baseline", "nope"], "available: lora_r8"),
+    (["res", "--metric", "nope"], "available: epoch, eval_accuracy"),
+    (["partial_only"], "no complete run"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
+    write_config(tmp_path / "res", "lora_r8", [0.5])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "partial_only" / "m" / "t" / ".lora_r8_seed1.partial").mkdir(parents=True)
+    assert main(["compare", str(tmp_path / args[0]), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err
+    assert not (tmp_path / "res" / "comparison.json").exists()
+
+
+def test_script_runs_via_subprocess(tmp_path):
+    write_config(tmp_path / "res", "lora_r8", [0.5, 0.6])
+    script = str(REPO / "scripts" / "compare.py")
+    done = subprocess.run([sys.executable, script, "--results_dir", str(tmp_path / "res"), "--output_dir",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o" / "comparison.csv").is_file() and (tmp_path / "o" / "comparison.json").is_file()
+    bad = subprocess.run([sys.executable, script, "--results-dir", str(tmp_path / "nope")], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
