@@ -286,3 +286,38 @@ def test_script_runs_via_subprocess(tmp_path):
     bad = subprocess.run([sys.executable, script, "--results-dir", str(tmp_path / "nope")], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+# ---- plots --------------------------------------------------------------------------------------------------------
+
+def test_layer_ranks_from_int_and_adalora_mask_patterns():
+    from strato_peft.experiments.plots import layer_ranks
+
+    table = layer_ranks({"rank_pattern": {
+        "base_model.model.model.layers.0.self_attn.q_proj": 4,
+        "base_model.model.model.layers.1.self_attn.q_proj": [True, False, True],
+        "model.layers.1.mlp.up_proj": 0}})
+    assert table == {"q_proj": {0: 4, 1: 2}, "up_proj": {1: 0}}
+
+
+def test_compare_writes_pareto_loss_and_rank_plots(tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    for r, acc in ((2, [0.60, 0.62]), (8, [0.70, 0.71])):
+        write_config(tmp_path, f"lora_r{r}", acc, trainable=1000 * r)
+    write_config(tmp_path, "adalora_r4", [0.69, 0.70], trainable=3000)
+    for run in (tmp_path / "m" / "t").iterdir():
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["loss_curve"] = [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)]
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        if run.name.startswith("adalora"):
+            (run / "adapter").mkdir()
+            (run / "adapter" / "adapter_config.json").write_text(json.dumps({"rank_pattern": {
+                f"model.layers.{i}.self_attn.q_proj": [True] * (i + 1) for i in range(3)}}))
+    assert main(["compare", str(tmp_path)]) == 0
+    plots = tmp_path / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["loss_curves.png", "pareto.png", "ranks_adalora_r4.png"]
+    for png in plots.iterdir():
+        image = mpimg.imread(png)
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a real, non-blank picture
+    assert "3 plots" in capsys.readouterr().out

@@ -182,12 +182,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``strato compare``: per-configuration statistics and verdicts; writes comparison.csv and .json."""
+    from pathlib import Path
+
     from strato_peft.experiments import build_comparison, format_table, write_outputs
+    from strato_peft.experiments.plots import write_plots
 
     comparison = build_comparison(args.results_dir, baseline=args.baseline, metric=args.metric)
     print(format_table(comparison))
     csv_path, json_path = write_outputs(comparison, args.output_dir or args.results_dir)
-    print(f"Comparison written to {csv_path} and {json_path}")
+    plots = write_plots(comparison, Path(args.output_dir or args.results_dir) / "plots")
+    print(f"Comparison written to {csv_path} and {json_path}; {len(plots)} plots in {csv_path.parent / 'plots'}")
     return 0
 
 
