@@ -321,3 +321,24 @@ def test_compare_writes_pareto_loss_and_rank_plots(tmp_path, capsys):
         image = mpimg.imread(png)
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a real, non-blank picture
     assert "3 plots" in capsys.readouterr().out
+
+
+# ---- report -------------------------------------------------------------------------------------------------------
+
+def test_report_html_and_markdown(tmp_path, capsys):
+    import base64
+    import re
+
+    write_config(tmp_path, "lora_r8", [0.70, 0.71])
+    write_config(tmp_path, "lora_r2", [0.60, 0.62], trainable=250)
+    (tmp_path / "m" / "t" / ".lora_r2_seed44.partial").mkdir()
+    assert main(["report", str(tmp_path)]) == 0
+    assert "Report written to" in capsys.readouterr().out
+    page = (tmp_path / "report.html").read_text()
+    assert "<table>" in page and "lora_r2" in page and "PASS" in page and "FAIL" in page
+    assert "lora_r2_seed44" in page and "incomplete" in page  # the unfinished run is listed, not averaged
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 1 and base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="(?!data:)', page)  # self-contained: no external resource
+    md = (tmp_path / "report.md").read_text()
+    assert "| lora_r2 |" in md and "![pareto](plots/pareto.png)" in md and (tmp_path / "plots" / "pareto.png").is_file()

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare finished runs: seed statistics, baseline tests, verdicts")
     add_compare_arguments(compare)
 
+    report = sub.add_parser("report", help="write an HTML and a Markdown report of a results folder")
+    add_compare_arguments(report)
+
     sub.add_parser("methods", help="list the available fine-tuning methods")
     return parser
 
@@ -195,8 +198,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``strato report``: report.html (self-contained) and report.md with tables, verdicts and plots."""
+    from strato_peft.experiments.html_report import write_report
+
+    html_path, md_path = write_report(args.results_dir, args.output_dir, baseline=args.baseline, metric=args.metric)
+    print(f"Report written to {html_path} and {md_path}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "compare": cmd_compare,
-            "methods": cmd_methods}
+            "report": cmd_report, "methods": cmd_methods}
 
 
 def run_command(args: argparse.Namespace) -> int:
