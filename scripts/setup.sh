@@ -11,6 +11,12 @@ TORCH_VERSION=${STRATO_TORCH_VERSION:-2.13.0}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
+# Debian's Chromium renders the HTML report in a test (strato report); installed when missing and we may.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing Debian's chromium (for the HTML report rendering test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 stamp=.venv/.strato-setup
 want=$(cat pyproject.toml requirements/*.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
