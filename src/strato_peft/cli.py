@@ -40,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare finished runs: seed statistics, baseline tests, verdicts")
     add_compare_arguments(compare)
 
+    sweep = sub.add_parser("run", help="train configs x seeds (skipping finished runs)")
+    sweep.add_argument("--config", help="one YAML config")
+    sweep.add_argument("--config-dir", help="a folder: every *.yaml in it")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds (default: 42 43 44)")
+    sweep.add_argument("--phase", default="main", help="phase name in the experiment tag (default: main)")
+    sweep.add_argument("--override", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="set a config field in every run (repeatable)")
+    for flag, helptext in (("--fast-dev-run", "a few steps per run"), ("--overwrite", "re-run finished runs"),
+                           ("--no-wandb", "disable Weights & Biases"), ("--profile", "torch.profiler window"),
+                           ("--debug", "show tracebacks")):
+        sweep.add_argument(flag, action="store_true", help=helptext)
+    sweep.add_argument("--output-dir", help="results root (default: each config's logging.output_dir)")
+    sweep.add_argument("--platform", choices=PLATFORMS, default=None, help="force a platform (default: auto)")
+
     report = sub.add_parser("report", help="write an HTML and a Markdown report of a results folder")
     add_compare_arguments(report)
 
@@ -92,6 +106,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
     parser.add_argument("--platform", choices=PLATFORMS, default=None, help="force a platform (default: auto)")
     parser.add_argument("--no-wandb", action="store_true", help="disable Weights & Biases even if the config enables it")
+    parser.add_argument("--profile", action="store_true",
+                        help="capture a torch.profiler window of 10 steps per epoch (TensorBoard trace in logs/)")
 
 
 def _load(args: argparse.Namespace):
@@ -124,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     options = TrainOptions(output_dir=args.output_dir, overwrite=args.overwrite, resume=args.resume,
-                           fast_dev_run=args.fast_dev_run, platform=args.platform, no_wandb=args.no_wandb)
+                           fast_dev_run=args.fast_dev_run, platform=args.platform, no_wandb=args.no_wandb,
+                           profile=args.profile)
     if args.dry_run:
         _print_plan(cfg, dry_run(cfg, options))
         return 0
@@ -198,6 +215,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``strato run``: configs x seeds; exit 1 when any run failed (all are attempted)."""
+    from strato_peft.experiments.sweep import config_files, run_sweep
+    from strato_peft.training.run import TrainOptions
+
+    files = config_files(args.config, args.config_dir)
+    options = TrainOptions(output_dir=args.output_dir, overwrite=args.overwrite, fast_dev_run=args.fast_dev_run,
+                           platform=args.platform, no_wandb=args.no_wandb, profile=args.profile)
+    result = run_sweep(files, args.seeds, options, args.override, args.phase)
+    counts: dict[str, int] = {}
+    for item in result.items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    print("sweep: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for item in result.failed:
+        print(f"failed: {item.tag or item.config} (seed {item.seed}): {item.detail.splitlines()[0]}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """``strato report``: report.html (self-contained) and report.md with tables, verdicts and plots."""
     from strato_peft.experiments.html_report import write_report
@@ -208,7 +243,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "compare": cmd_compare,
-            "report": cmd_report, "methods": cmd_methods}
+            "run": cmd_run, "report": cmd_report, "methods": cmd_methods}
 
 
 def run_command(args: argparse.Namespace) -> int:

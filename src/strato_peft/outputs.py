@@ -39,14 +39,22 @@ def default_run_name(cfg: StratoConfig) -> str:
     return f"{cfg.peft.method}{rank}_seed{cfg.seed}"
 
 
+def model_label(cfg: StratoConfig) -> str:
+    """The model's name in result paths: model.name, or the folder name when only model.path was given."""
+    named = "name" in cfg.model.model_fields_set or not cfg.model.path
+    return slug(cfg.model.name if named else Path(cfg.model.path).name)  # type: ignore[arg-type]
+
+
+def task_label(cfg: StratoConfig) -> str:
+    """The task's name in result paths: task.name, or the data file's stem for local files."""
+    local = cfg.task.name in ("jsonl", "json", "csv") and cfg.task.data_path
+    return slug(Path(cfg.task.data_path).stem if local else cfg.task.name)  # type: ignore[arg-type]
+
+
 def run_dir_for(cfg: StratoConfig, output_dir: Optional[str] = None) -> Path:
     """results/<model>/<task>/<run_name> for this config."""
     root = Path(output_dir or cfg.logging.output_dir)
-    named = "name" in cfg.model.model_fields_set or not cfg.model.path
-    model = slug(cfg.model.name if named else Path(cfg.model.path).name)
-    task = slug(cfg.task.name if cfg.task.name not in ("jsonl", "json", "csv") or not cfg.task.data_path
-                else Path(cfg.task.data_path).stem)
-    return root / model / task / slug(cfg.logging.run_name or default_run_name(cfg))
+    return root / model_label(cfg) / task_label(cfg) / slug(cfg.logging.run_name or default_run_name(cfg))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

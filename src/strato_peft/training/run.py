@@ -39,6 +39,8 @@ class TrainOptions:
     fast_dev_run: bool = False
     platform: Optional[str] = None
     no_wandb: bool = False
+    profile: bool = False  # capture a torch.profiler window of 10 steps per epoch (TensorBoard trace)
+    experiment_tag: Optional[str] = None  # model/task/phase/lambdaX_rankY_seedZ, set by `strato run`
     extra_callbacks: list = field(default_factory=list)
 
 
@@ -83,6 +85,8 @@ def _report_to(cfg: StratoConfig, options: TrainOptions, staging: Path) -> list[
         os.environ.setdefault("WANDB_MODE", cfg.logging.wandb_mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logging.wandb_project)
         os.environ["WANDB_DIR"] = str(staging)
+        if options.experiment_tag:
+            os.environ["WANDB_NAME"] = options.experiment_tag
         return ["wandb"]
     return []
 
@@ -107,7 +111,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     """Train ``cfg`` and write results/<model>/<task>/<run>/ (see outputs.py for the layout)."""
     from strato_peft.models import load_model, load_tokenizer
     from strato_peft.training.arguments import common_arguments
-    from strato_peft.training.callbacks import WallClockCallback, tensorboard_callback
+    from strato_peft.training.callbacks import ProfilerCallback, WallClockCallback, tensorboard_callback
     from strato_peft.training.seed import seed_everything
     from strato_peft.training.trainers import build_trainer
 
@@ -145,6 +149,8 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     callbacks = [clock, *spec.callbacks(model), *options.extra_callbacks]
     if cfg.logging.tensorboard:
         callbacks.append(tensorboard_callback(run.staging / "logs"))
+    if options.profile:
+        callbacks.append(ProfilerCallback(run.staging / "logs" / "profiler"))
     args = common_arguments(cfg, platform, run.checkpoints, options.fast_dev_run,
                             _report_to(cfg, options, run.staging))
     try:
@@ -168,7 +174,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     loss_curve, eval_curve = _loss_curve(trainer.state.log_history)
 
     metrics = {
-        "run": {"name": run.final.name, "seed": cfg.seed, "method": spec.name, "model": cfg.model.name,
+        "run": {"name": run.final.name, "experiment_tag": options.experiment_tag, "seed": cfg.seed, "method": spec.name, "model": cfg.model.name,
                 "model_path": cfg.model.path, "task": cfg.task.name, "task_type": task_type,
                 "resumed_from": str(resume_from.name) if resume_from else None,
                 "fast_dev_run": options.fast_dev_run, "saved": saved.name,
