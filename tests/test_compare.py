@@ -296,8 +296,9 @@ def test_layer_ranks_from_int_and_adalora_mask_patterns():
     table = layer_ranks({"rank_pattern": {
         "base_model.model.model.layers.0.self_attn.q_proj": 4,
         "base_model.model.model.layers.1.self_attn.q_proj": [True, False, True],
-        "model.layers.1.mlp.up_proj": 0}})
-    assert table == {"q_proj": {0: 4, 1: 2}, "up_proj": {1: 0}}
+        "model.layers.1.mlp.up_proj": 0,
+        "model.layers.2.mlp.up_proj.lora_E": [False, True, True, True]}})  # AdaLoRA's saved form
+    assert table == {"q_proj": {0: 4, 1: 2}, "up_proj": {1: 0, 2: 3}}
 
 
 def test_compare_writes_pareto_loss_and_rank_plots(tmp_path, capsys):

@@ -101,7 +101,8 @@ def layer_ranks(adapter_config: dict[str, Any]) -> dict[str, dict[int, int]]:
         if layer is None:
             continue
         rank = int(sum(bool(v) for v in value)) if isinstance(value, list) else int(value)
-        table[name.rsplit(".", 1)[-1]][int(layer.group(1))] = rank
+        parts = [p for p in name.split(".") if not p.startswith("lora_")]  # AdaLoRA keys end in .lora_E
+        table[parts[-1]][int(layer.group(1))] = rank
     return dict(table)
 
 
