@@ -297,8 +297,10 @@ def test_layer_ranks_from_int_and_adalora_mask_patterns():
         "base_model.model.model.layers.0.self_attn.q_proj": 4,
         "base_model.model.model.layers.1.self_attn.q_proj": [True, False, True],
         "model.layers.1.mlp.up_proj": 0,
-        "model.layers.2.mlp.up_proj.lora_E": [False, True, True, True]}})  # AdaLoRA's saved form
-    assert table == {"q_proj": {0: 4, 1: 2}, "up_proj": {1: 0, 2: 3}}
+        "model.layers.2.mlp.up_proj.lora_E": [False, True, True, True],  # AdaLoRA's saved form
+        "bert.encoder.layer.0.attention.output.dense.lora_E": [True], "bert.encoder.layer.0.output.dense": 2}})
+    assert table == {"self_attn.q_proj": {0: 4, 1: 2}, "mlp.up_proj": {1: 0, 2: 3},
+                     "attention.output.dense": {0: 1}, "output.dense": {0: 2}}
 
 
 def test_compare_writes_pareto_loss_and_rank_plots(tmp_path, capsys):

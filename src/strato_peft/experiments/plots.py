@@ -94,15 +94,18 @@ def loss_curve_plot(comparison: dict[str, Any], out: Path) -> Optional[Path]:
 
 
 def layer_ranks(adapter_config: dict[str, Any]) -> dict[str, dict[int, int]]:
-    """{module type: {layer index: rank}} from a saved adapter's rank_pattern (ints, or AdaLoRA's boolean masks)."""
+    """{module path in its layer: {layer index: rank}} from a saved adapter's rank_pattern (ints, or AdaLoRA's
+    boolean masks)."""
     table: dict[str, dict[int, int]] = defaultdict(dict)
     for name, value in (adapter_config.get("rank_pattern") or {}).items():
         layer = _LAYER.search(f".{name}.")
         if layer is None:
             continue
         rank = int(sum(bool(v) for v in value)) if isinstance(value, list) else int(value)
-        parts = [p for p in name.split(".") if not p.startswith("lora_")]  # AdaLoRA keys end in .lora_E
-        table[parts[-1]][int(layer.group(1))] = rank
+        # the module's path inside its layer ("self_attn.q_proj", "attention.output.dense"): unambiguous where a
+        # leaf name repeats within a layer (BERT's three "dense"); AdaLoRA's keys end in ".lora_E"
+        inner = name[layer.end() - 1:].strip(".").split(".")
+        table[".".join(p for p in inner if not p.startswith("lora_"))][int(layer.group(1))] = rank
     return dict(table)
 
 
