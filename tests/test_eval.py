@@ -216,3 +216,15 @@ def test_training_config_can_name_eval_tasks(make_config, capsys, tmp_path):
     code, _, err = cli(["train", "--config", str(path)], capsys)
     assert code == 2 and "unknown task 'nope'" in error_line(err)
     assert not Path(bad.logging.output_dir).exists()
+
+
+def test_gsm8k_scores_exactly_the_held_out_split_of_a_gsm8k_run():
+    from strato_peft.config import validate_config
+    from strato_peft.data import load_task_data
+    from strato_peft.eval.gsm8k import _rows_to_score
+    from strato_peft.eval.target import EvalTarget
+
+    cfg = validate_config({"task": {"name": "gsm8k", "eval_size": 100}})
+    held, pool, split = _rows_to_score(EvalTarget(None, None, "causal_lm", {}, run_config=cfg))
+    data = load_task_data(cfg.task, cfg.seed)
+    assert held == data.eval and pool == data.train and len(held) == 100 and "held-out split" in split

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from strato_peft.config.schema import TaskConfig
 from strato_peft.data.sources import load_source
-from strato_peft.data.splits import split_rows
+from strato_peft.data import load_task_data
 from strato_peft.eval.base import EvalOptions, EvalTask, TaskResult, register_task
 from strato_peft.eval.generation import GenerationConfig, generate
 from strato_peft.eval.target import EvalTarget
@@ -59,9 +59,9 @@ def _rows_to_score(target: EvalTarget) -> tuple[list[dict], list[dict], str]:
     """(rows to score, rows usable as few-shot examples, which split)."""
     cfg = target.run_config
     if cfg is not None and cfg.task.name.lower() == "gsm8k":
-        train, held, info = split_rows(load_source(cfg.task).rows, cfg.task, cfg.seed, 319)
-        return held, train, f"held-out split of the adapter's training run ({info['n_eval']} rows, " \
-                            f"split_seed {info['split_seed']})"
+        data = load_task_data(cfg.task, cfg.seed)  # the same split training used
+        return data.eval, data.train, f"held-out split of the adapter's training run ({data.info['n_eval']} rows, " \
+                                      f"split_seed {data.info['split_seed']})"
     task = TaskConfig(name="gsm8k")
     rows = load_source(task).rows
     return rows, rows, "full packaged GSM8K test set (1,319 rows)"
