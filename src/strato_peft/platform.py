@@ -55,3 +55,8 @@ def resolve_platform(requested: str = "auto", mixed_precision: str = "auto",
         raise ConfigError("device_info.mixed_precision: fp16 needs a GPU; on CPU use 'no' or 'bf16'")
     device_name = torch.cuda.get_device_name(0) if gpu else ("Apple MPS" if name == "mps" else "cpu")
     return PlatformInfo(name, device, mp, device_name)  # type: ignore[arg-type]
+
+
+def default_weight_dtype(device: str) -> torch.dtype:
+    """Weights in bfloat16 on GPUs that support it, float32 elsewhere (CPU, MPS, older GPUs)."""
+    return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

@@ -17,6 +17,7 @@ import yaml
 
 from strato_peft.config.schema import ModelConfig, StratoConfig
 from strato_peft.errors import StratoError
+from strato_peft.platform import default_weight_dtype
 
 
 class EvalInputError(StratoError):
@@ -83,7 +84,7 @@ def load_eval_target(checkpoint: Optional[str] = None, model: Optional[str] = No
 
     if not checkpoint and not model:
         raise EvalInputError("give --checkpoint RUN_DIR|ADAPTER_DIR or --model NAME_OR_PATH")
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = default_weight_dtype(device)
     explicit = ModelConfig(path=model) if model and Path(model).is_dir() else ModelConfig(name=model) if model else None
     if not checkpoint:
         assert explicit is not None

@@ -25,7 +25,7 @@ from strato_peft.errors import DataError
 from strato_peft.methods.apply import apply_method
 from strato_peft.methods.registry import get_method
 from strato_peft.outputs import RunDirectory, atomic_write_json, run_dir_for, write_config
-from strato_peft.platform import PlatformInfo, resolve_platform
+from strato_peft.platform import PlatformInfo, default_weight_dtype, resolve_platform
 from strato_peft.provenance import git_commit, library_versions, peak_memory
 
 
@@ -57,9 +57,7 @@ class RunResult:
 def _weight_dtype(cfg: StratoConfig, platform: PlatformInfo) -> torch.dtype:
     if cfg.model.dtype != "auto":
         return getattr(torch, cfg.model.dtype)
-    if platform.name in ("cuda", "rocm") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return default_weight_dtype(platform.device)
 
 
 def _num_labels(cfg: StratoConfig, data: Optional[TaskData] = None) -> Optional[int]:
