@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 import yaml
 
 from strato_peft.config.schema import ModelConfig, StratoConfig
