@@ -131,6 +131,15 @@ def _print_plan(cfg, plan: dict) -> None:
     mem = plan["memory_breakdown"]
     parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in mem.items())
     print(f"training memory estimate: {human_bytes(plan['memory_estimate_bytes'])} ({parts})")
+    if "strato" in plan:
+        st = plan["strato"]
+        limits = ", ".join(f"{d} {v:,.0f}" for d, v in st["budget_limits"].items())
+        usage = ", ".join(f"{d} {100 * u:.1f}%" for d, u in st["budget_usage"].items())
+        source = (f"{st['budget_fraction']} x {st['reference']}" if st["budget_fraction"] is not None
+                  else "absolute")
+        print(f"STRATO budget:            {limits} ({source})")
+        print(f"STRATO plan costs:        {usage} of the budget; {st['modules']} modules, total rank "
+              f"{st['total_rank']} ({st['solver']})")
     print(f"results would go to:      {plan['run_dir']}")
 
 

@@ -38,24 +38,43 @@ def base_yaml() -> str:
              "# `python -m strato_peft.config.reference`; a config file only needs the fields it changes.",
              f"seed: {StratoConfig.model_fields['seed'].default}  # {StratoConfig.model_fields['seed'].description}"]
     for section in SECTIONS:
-        cls = StratoConfig.model_fields[section].annotation
         lines.append(f"{section}:")
-        for key, default, desc in _fields(cls):
-            lines.append(f"  {key}: {_yaml_value(default)}  # {desc}")
+        lines += _yaml_block(StratoConfig.model_fields[section].annotation, "  ")
     return "\n".join(lines) + "\n"
+
+
+def _yaml_block(cls: type[BaseModel], indent: str) -> list[str]:
+    lines = []
+    for key, default, desc in _fields(cls):
+        if isinstance(default, BaseModel):  # a nested section: its own indented block
+            lines.append(f"{indent}{key}:  # {desc}")
+            lines += _yaml_block(type(default), indent + "  ")
+        else:
+            lines.append(f"{indent}{key}: {_yaml_value(default)}  # {desc}")
+    return lines
 
 
 def markdown_reference() -> str:
     """The README's config reference: one table per section."""
-    out = []
+    out: list[str] = []
     for section in SECTIONS:
-        cls = StratoConfig.model_fields[section].annotation
-        out.append(f"**`{section}`** - {cls.__doc__.strip().splitlines()[0]}\n")
-        out.append("| field | default | meaning |\n|---|---|---|")
-        for key, default, desc in _fields(cls):
-            out.append(f"| `{key}` | `{_yaml_value(default)}` | {desc.replace('|', '/')} |")
-        out.append("")
+        _markdown_table(StratoConfig.model_fields[section].annotation, section, out)
     return "\n".join(out)
+
+
+def _markdown_table(cls: type[BaseModel], path: str, out: list[str]) -> None:
+    out.append(f"**`{path}`** - {cls.__doc__.strip().splitlines()[0]}\n")
+    out.append("| field | default | meaning |\n|---|---|---|")
+    nested = []
+    for key, default, desc in _fields(cls):
+        if isinstance(default, BaseModel):
+            out.append(f"| `{key}` | see `{path}.{key}` below | {desc.replace('|', '/')} |")
+            nested.append((type(default), f"{path}.{key}"))
+        else:
+            out.append(f"| `{key}` | `{_yaml_value(default)}` | {desc.replace('|', '/')} |")
+    out.append("")
+    for sub, sub_path in nested:
+        _markdown_table(sub, sub_path, out)
 
 
 README_START = "<!-- config-reference:start -->"

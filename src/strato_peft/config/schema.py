@@ -45,6 +45,33 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
 
 
+class StratoSearchConfig(_Section):
+    """STRATO-PEFT: where the budget comes from, how the sensitivity map and probes are made, the rank scheduler."""
+
+    reference_rank: int = Field(8, gt=0, description="Rank of the reference LoRA that `peft.budget` is a fraction "
+                                "of; STRATO's rsLoRA alpha is set so its scale equals that LoRA's at this rank.")
+    reference_targets: Union[list[str], str] = Field(
+        "all-linear", description="Modules of the reference LoRA (suffixes, 'all-linear' or a regex).")
+    candidates: Optional[Union[list[str], str]] = Field(
+        None, description="Modules STRATO may adapt (suffixes, full names or a regex); None: every linear layer "
+        "except the output head.")
+    budget_absolute: Optional[dict[Literal["params", "flops", "memory"], float]] = Field(
+        None, description="Absolute limits (params, FLOPs per token, bytes) instead of `peft.budget`'s fraction.")
+    max_rank: int = Field(32, gt=0, description="Largest rank any one module may get.")
+    sensitivity_batches: int = Field(8, gt=0, description="Training batches the sensitivity map is estimated from.")
+    cache: bool = Field(True, description="Cache the sensitivity map on disk ($STRATO_CACHE/sensitivity).")
+    max_probes: int = Field(3, ge=0, description="Short probe trainings the solver may run to choose among "
+                            "candidate allocations (0: trust the sensitivity map).")
+    probe_steps: Optional[int] = Field(None, gt=0, description="Optimizer steps per probe; None: 5% of the run's "
+                                       "steps, at least 10.")
+    validation_examples: int = Field(256, gt=0, description="Training examples held back to score probes (never the "
+                                     "held-out evaluation split); capped at 10% of the training set.")
+    ppo_timesteps: int = Field(3000, gt=0, description="PPO solver: environment steps to train the policy for.")
+    scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
+    scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
+                                              "10% of the run's steps.")
+
+
 class PeftConfigSection(_Section):
     """Which parameter-efficient method to apply, and its hyper-parameters."""
 
@@ -79,12 +106,16 @@ class PeftConfigSection(_Section):
         None, description="A peft-style JSON (peft_type, task_type, r, lora_alpha, target_modules, ...) used as is; "
         "the other fields of this section are then ignored except `method` for bookkeeping."
     )
-    # STRATO-PEFT (issue 5) fields are accepted so the original framework's configs validate.
-    budget: Optional[float] = Field(None, gt=0, description="STRATO: budget as a fraction of the reference LoRA's cost.")
+    budget: Optional[float] = Field(None, gt=0, description="STRATO: budget as a fraction of the reference LoRA's "
+                                    "cost in every dimension with a lambda weight (default 0.5).")
     lambda_: Optional[dict[str, float]] = Field(
-        None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory)."
+        None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory); each "
+        "weighted dimension is also a budget constraint (default: params only)."
     )
-    solver: Optional[Literal["knapsack", "ppo"]] = Field(None, description="STRATO: allocation solver.")
+    solver: Optional[Literal["knapsack", "ppo"]] = Field(None, description="STRATO: allocation solver (default "
+                                                         "knapsack).")
+    strato: StratoSearchConfig = Field(default_factory=StratoSearchConfig,
+                                       description="STRATO: search, probes and scheduler settings.")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

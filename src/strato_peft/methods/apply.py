@@ -11,7 +11,7 @@ import torch
 
 from strato_peft.config.schema import PeftConfigSection
 from strato_peft.errors import ConfigError
-from strato_peft.methods.base import MethodContext, MethodSpec, TaskType
+from strato_peft.methods.base import MethodContext, MethodSpec, RunInputs, TaskType
 from strato_peft.methods.registry import get_method
 from strato_peft.models import adaptable_module_names
 
@@ -53,12 +53,10 @@ def check_target_modules(model: torch.nn.Module, targets: Any) -> None:
         )
 
 
-def build_peft_config(spec: MethodSpec, peft: PeftConfigSection, task_type: TaskType, model: torch.nn.Module,
-                      total_steps: int, dry_run: bool):
+def build_peft_config(spec: MethodSpec, ctx: MethodContext):
     """The peft config this run applies (None for full fine-tuning)."""
-    if peft.config_file:
-        return load_peft_config_file(peft.config_file)
-    ctx = MethodContext(peft=peft, task_type=task_type, model=model, total_steps=total_steps, dry_run=dry_run)
+    if ctx.peft.config_file:
+        return load_peft_config_file(ctx.peft.config_file)
     try:
         return spec.build(ctx)
     except (TypeError, ValueError) as exc:
@@ -66,15 +64,17 @@ def build_peft_config(spec: MethodSpec, peft: PeftConfigSection, task_type: Task
 
 
 def apply_method(model: torch.nn.Module, peft: PeftConfigSection, task_type: TaskType, total_steps: int = 1,
-                 dry_run: bool = False, gradient_checkpointing: bool = False) -> tuple[torch.nn.Module, MethodSpec,
-                                                                                       Optional[Any]]:
-    """Wrap ``model`` for training with the configured method; returns (model, method, peft config)."""
+                 dry_run: bool = False, gradient_checkpointing: bool = False, run: Optional[RunInputs] = None
+                 ) -> tuple[torch.nn.Module, MethodSpec, Optional[Any], MethodContext]:
+    """Wrap ``model`` for training with the configured method; returns (model, method, peft config, context)."""
     spec = get_method(peft.method)
-    config = build_peft_config(spec, peft, task_type, model, total_steps, dry_run)
+    ctx = MethodContext(peft=peft, task_type=task_type, model=model, total_steps=total_steps, dry_run=dry_run,
+                        run=run)
+    config = build_peft_config(spec, ctx)
     if config is None:
         for param in model.parameters():
             param.requires_grad_(True)
-        return model, spec, None
+        return model, spec, None, ctx
     check_target_modules(model, getattr(config, "target_modules", None))
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -88,4 +88,4 @@ def apply_method(model: torch.nn.Module, peft: PeftConfigSection, task_type: Tas
             raise ConfigError(f"peft.target_modules: {msg}; adaptable modules: "
                               f"{', '.join(adaptable_module_names(model))}") from None
         raise ConfigError(f"peft ({spec.name}): {msg}") from None
-    return peft_model, spec, config
+    return peft_model, spec, config, ctx

@@ -15,14 +15,30 @@ TaskType = Literal["causal_lm", "classification"]
 
 
 @dataclass
+class RunInputs:
+    """What a data-driven method (STRATO's search) needs beyond the model: the run's config, data, tokenizer and
+    platform, and whether this is a --fast-dev-run."""
+
+    cfg: Any          # StratoConfig
+    data: Any         # TaskData
+    tokenizer: Any
+    platform: Any     # PlatformInfo
+    fast_dev_run: bool = False
+
+
+@dataclass
 class MethodContext:
-    """Everything a method needs to build its peft config."""
+    """Everything a method needs to build its peft config, and what it hands back to the training run."""
 
     peft: "PeftConfigSection"
     task_type: TaskType
     model: "PreTrainedModel"
     total_steps: int = 1
     dry_run: bool = False  # model on the meta device: no weight-dependent initialisation
+    run: Optional[RunInputs] = None  # set for real training runs
+    callbacks: list = field(default_factory=list)       # extra Trainer callbacks the build decided on
+    artifacts: dict = field(default_factory=dict)       # method-specific results for metrics.json
+    state: dict = field(default_factory=dict)           # method-private objects kept from build to save
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,8 @@ class MethodSpec:
     """A registered fine-tuning method.
 
     ``build`` returns the peft config to apply, or None for full fine-tuning. ``callbacks`` returns Trainer
-    callbacks the method needs during training (AdaLoRA's budget allocation, for example).
+    callbacks the method needs during training (AdaLoRA's budget allocation, for example). ``save`` replaces the
+    default ``save_pretrained`` of the trained model (STRATO exports its plain adapter and plan).
     """
 
     name: str
@@ -39,6 +56,7 @@ class MethodSpec:
     callbacks: Callable[[Any], list["TrainerCallback"]] = field(default=lambda model: [])
     quantization: Optional[Literal["4bit", "8bit"]] = None
     uses_rank: bool = True
+    save: Optional[Callable[[Any, Any, MethodContext], None]] = None  # (model, target folder, context)
 
 
 def peft_task_type(task_type: TaskType) -> str:

@@ -1,21 +1,69 @@
-"""STRATO-PEFT placeholder registration: configs validate and --dry-run costs the reference LoRA; the
-allocation search lands with issue 5, until then training with it stops with a clear error."""
+"""STRATO-PEFT as a method: search an allocation before training, train it as rsLoRA, export a plain peft adapter.
+
+The search itself lives in ``strato_peft.strato`` (planner.py); this module only plugs it into the training run:
+``build`` runs the search and returns the LoraConfig of the chosen allocation, ``save`` writes the plain adapter
+(see strato/export.py) and ``strato_plan.json`` next to it.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 from strato_peft.errors import ConfigError
-from strato_peft.methods.base import MethodContext, MethodSpec
-from strato_peft.methods.lora import lora_config
+from strato_peft.methods.base import MethodContext, MethodSpec, peft_task_type
 from strato_peft.methods.registry import register
+
+PLAN_FILE = "strato_plan.json"
 
 
 def strato_config(ctx: MethodContext):
-    """Dry runs cost the reference LoRA the budget is relative to; real training is not available yet."""
+    """The rsLoRA config of the searched allocation (a dry run previews the budget on the meta device)."""
+    from strato_peft.strato.export import training_lora_config
+    from strato_peft.strato.planner import make_plan, preview_plan
+
     if ctx.dry_run:
-        return lora_config(ctx, use_rslora=True)
-    raise ConfigError("peft.method: 'strato' allocation is not implemented yet (issue 5); use --dry-run to cost "
-                      "its reference LoRA, or method lora/dora/adalora to train")
+        cfg = _cfg_for_preview(ctx)
+        plan = preview_plan(cfg, ctx.model)
+    else:
+        if ctx.run is None:
+            raise ConfigError("peft.method: strato needs the run's data to search (use strato train)")
+        r = ctx.run
+        plan = make_plan(r.cfg, ctx.model, r.tokenizer, r.data, r.platform, ctx.total_steps, r.fast_dev_run)
+    ctx.state["plan"] = plan
+    ctx.artifacts["strato"] = plan.summary()
+    p = ctx.peft
+    return training_lora_config(plan.allocation, plan.alpha, p.dropout, peft_task_type(ctx.task_type),
+                                p.modules_to_save, p.bias)
 
 
-register(MethodSpec("strato", "STRATO-PEFT: cost-aware LoRA placement and ranks (search lands with issue 5).",
-                    strato_config))
+def _cfg_for_preview(ctx: MethodContext) -> Any:
+    """Dry runs get only the peft section; the batch shape only affects the memory dimension."""
+    if ctx.run is not None:
+        return ctx.run.cfg
+    from strato_peft.config.schema import StratoConfig
+
+    return StratoConfig(peft=ctx.peft.model_dump(by_alias=True))
+
+
+def save_strato(model: Any, target: Path, ctx: MethodContext) -> None:
+    """Export the plain peft adapter and write strato_plan.json (plan, final ranks, exported config) beside it."""
+    from strato_peft.outputs import atomic_write_json
+    from strato_peft.strato.export import export_plain_adapter
+
+    exported = export_plain_adapter(model, target)
+    record = ctx.state["plan"].as_dict()
+    record["final_ranks"] = exported["rank_pattern"]
+    record["exported_config"] = exported
+    scheduler = ctx.state.get("scheduler")
+    if scheduler is not None:
+        record["scheduler"] = scheduler.report()
+        ctx.artifacts["strato"]["scheduler_events"] = len(record["scheduler"].get("history", []))
+    ctx.artifacts["strato"]["final_total_rank"] = int(sum(exported["rank_pattern"].values()))
+    atomic_write_json(target / PLAN_FILE, record)
+
+
+register(MethodSpec("strato", "STRATO-PEFT: cost-aware LoRA placement and ranks under a budget (plain LoRA out).",
+                    strato_config, save=save_strato))

@@ -23,6 +23,7 @@ from strato_peft.data import TaskData, load_task_data
 from strato_peft.data.sources import PACKAGED_LABELS, check_source, task_type_of
 from strato_peft.errors import DataError
 from strato_peft.methods.apply import apply_method
+from strato_peft.methods.base import MethodContext, MethodSpec, RunInputs
 from strato_peft.methods.registry import get_method
 from strato_peft.outputs import RunDirectory, atomic_write_json, run_dir_for, write_config
 from strato_peft.platform import PlatformInfo, default_weight_dtype, resolve_platform
@@ -97,10 +98,14 @@ def _loss_curve(log_history: list[dict[str, Any]]) -> tuple[list[dict], list[dic
     return train, evals
 
 
-def _save_model(model: Any, tokenizer: Any, spec_name: str, staging: Path) -> Path:
-    """Save the adapter in peft's format (adapter/), or the whole model for full fine-tuning (model/)."""
-    target = staging / ("model" if spec_name == "full" else "adapter")
-    model.save_pretrained(target)
+def _save_model(model: Any, tokenizer: Any, spec: MethodSpec, ctx: MethodContext, staging: Path) -> Path:
+    """Save the adapter in peft's format (adapter/), or the whole model for full fine-tuning (model/); a method
+    with its own ``save`` (STRATO's plain export) writes the folder itself."""
+    target = staging / ("model" if spec.name == "full" else "adapter")
+    if spec.save is not None:
+        spec.save(model, target, ctx)
+    else:
+        model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 
@@ -137,14 +142,16 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     model = load_model(cfg.model, task_type, _num_labels(cfg, data), platform.device, _weight_dtype(cfg, platform),
                        id2label=id2label)
     total_steps = _total_steps(cfg, len(data.train), options.fast_dev_run)
-    model, spec, peft_config = apply_method(model, cfg.peft, task_type, total_steps,
-                                            gradient_checkpointing=cfg.training.gradient_checkpointing)
+    inputs = RunInputs(cfg=cfg, data=data, tokenizer=tokenizer, platform=platform, fast_dev_run=options.fast_dev_run)
+    model, spec, peft_config, method_ctx = apply_method(model, cfg.peft, task_type, total_steps,
+                                                        gradient_checkpointing=cfg.training.gradient_checkpointing,
+                                                        run=inputs)
     costs = cost_report(model, cfg.training.batch_size, cfg.task.max_length, cfg.training.gradient_checkpointing,
                         platform.mixed_precision)
 
     resume_from = run.prepare(options.overwrite, options.resume)
     clock = WallClockCallback()
-    callbacks = [clock, *spec.callbacks(model), *options.extra_callbacks]
+    callbacks = [clock, *spec.callbacks(model), *method_ctx.callbacks, *options.extra_callbacks]
     if cfg.logging.tensorboard:
         callbacks.append(tensorboard_callback(run.staging / "logs"))
     if options.profile:
@@ -168,7 +175,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     final_eval = trainer.evaluate()
     if "eval_loss" in final_eval and task_type == "causal_lm":
         final_eval["eval_perplexity"] = float(math.exp(min(final_eval["eval_loss"], 50)))
-    saved = _save_model(trainer.model, tokenizer, spec.name, run.staging)
+    saved = _save_model(trainer.model, tokenizer, spec, method_ctx, run.staging)
     loss_curve, eval_curve = _loss_curve(trainer.state.log_history)
 
     metrics = {
@@ -192,6 +199,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
                  "base_flops_per_token": costs.base_flops_per_token,
                  "memory_estimate_bytes": costs.memory_estimate_bytes,
                  "memory_breakdown": costs.memory_breakdown},
+        **method_ctx.artifacts,
         "peak_memory": peak_memory(),
         "wall_time_seconds": time.time() - started,
         "platform": platform.as_dict(),
@@ -231,8 +239,8 @@ def dry_run(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> dict[s
     check_source(cfg.task)
     task_type = task_type_of(cfg.task)
     model = build_meta_model(cfg.model, task_type, _num_labels(cfg) if task_type == "classification" else None)
-    model, spec, peft_config = apply_method(model, cfg.peft, task_type, total_steps=100, dry_run=True)
+    model, spec, peft_config, method_ctx = apply_method(model, cfg.peft, task_type, total_steps=100, dry_run=True)
     costs = cost_report(model, cfg.training.batch_size, cfg.task.max_length, cfg.training.gradient_checkpointing,
                         platform.mixed_precision)
     return {"method": spec.name, "task_type": task_type, "platform": platform.name,
-            "run_dir": str(run_dir_for(cfg, options.output_dir)), **costs.as_dict()}
+            "run_dir": str(run_dir_for(cfg, options.output_dir)), **costs.as_dict(), **method_ctx.artifacts}

@@ -1,0 +1,120 @@
+"""The STRATO search end to end: sites -> cost model -> budget -> sensitivity map -> solver (with probes) -> plan."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from strato_peft.cost.model import Cost, LoraCostModel
+from strato_peft.strato.allocation import Allocation
+from strato_peft.strato.budget import Budget, resolve_budget
+from strato_peft.strato.sites import ModuleSite, adaptable_sites
+
+DEFAULT_BUDGET = 0.5
+
+
+@dataclass
+class StratoPlan:
+    """The chosen allocation, what it is predicted to cost against the budget, and how it was found."""
+
+    allocation: Allocation
+    budget: Budget
+    predicted: Cost
+    alpha: float                      # rsLoRA alpha used in training (scale alpha/sqrt(r))
+    solver: str = "none"
+    search: dict[str, Any] = field(default_factory=dict)   # probes, candidates, seconds
+    sensitivity: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form for metrics.json (strato_plan.json has everything)."""
+        return {"modules": len(self.allocation), "total_rank": int(sum(self.allocation.values())),
+                "predicted_cost": self.predicted.as_dict(), "budget_usage": self.budget.usage(self.predicted),
+                "budget_limits": self.budget.limits, "budget_fraction": self.budget.fraction,
+                "reference": self.budget.reference_desc, "solver": self.solver,
+                **{k: self.search[k] for k in ("probes", "reused", "probe_seconds", "sensitivity_seconds",
+                                               "total_seconds") if k in self.search}}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"allocation": self.allocation, "modules": len(self.allocation),
+                "total_rank": int(sum(self.allocation.values())), "predicted_cost": self.predicted.as_dict(),
+                "budget_usage": self.budget.usage(self.predicted), "budget": self.budget.as_dict(),
+                "rslora_alpha": self.alpha, "solver": self.solver, "search": self.search,
+                "sensitivity": self.sensitivity}
+
+
+def rslora_alpha(lora_alpha: float, reference_rank: int) -> float:
+    """rsLoRA alpha whose scale alpha/sqrt(r) equals LoRA's alpha/r at the reference rank."""
+    return lora_alpha / math.sqrt(reference_rank)
+
+
+def setup(cfg: Any, model: Any) -> tuple[list[ModuleSite], LoraCostModel, Budget]:
+    """Candidate sites, their cost model at the run's batch shape, and the resolved budget."""
+    s = cfg.peft.strato
+    sites = adaptable_sites(model, s.candidates)
+    cost_model = LoraCostModel(sites, cfg.training.batch_size, cfg.task.max_length, dropout=cfg.peft.dropout)
+    fraction = cfg.peft.budget if cfg.peft.budget is not None else (None if s.budget_absolute else DEFAULT_BUDGET)
+    ref_targets = s.reference_targets
+    budget = resolve_budget(cost_model, fraction, s.budget_absolute, cfg.peft.lambda_, s.reference_rank,
+                            None if ref_targets == "all-linear" else ref_targets)
+    return sites, cost_model, budget
+
+
+def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, total_steps: int,
+              fast_dev_run: bool = False) -> StratoPlan:
+    """Run the search on the base ``model`` (left unchanged) and return the plan."""
+    from strato_peft.models.packaged import cache_dir
+    from strato_peft.strato.archive import GoExploreArchive
+    from strato_peft.strato.probe import make_probe, sensitivity_batches, validation_split
+    from strato_peft.strato.sensitivity import load_or_build, model_fingerprint
+    from strato_peft.strato.solvers import AllocationProblem, get_solver
+
+    s = cfg.peft.strato
+    sites, cost_model, budget = setup(cfg, model)
+    alpha = rslora_alpha(cfg.peft.alpha, s.reference_rank)
+
+    start = time.perf_counter()
+    n_batches = 2 if fast_dev_run else s.sensitivity_batches
+    batches = sensitivity_batches(cfg, model, tokenizer, data, platform, n_batches)
+    key_parts = {"model": model_fingerprint(model, str(cfg.model.path or cfg.model.name)), "task": cfg.task.name,
+                 "task_type": data.task_type, "max_length": cfg.task.max_length}
+    smap = load_or_build(cache_dir() / "sensitivity" if s.cache else None, key_parts, model, batches, sites,
+                         s.max_rank)
+    sensitivity_seconds = time.perf_counter() - start
+
+    probe_steps = s.probe_steps or max(10, int(0.05 * total_steps))
+    max_probes = s.max_probes
+    if fast_dev_run:
+        probe_steps, max_probes = 2, min(max_probes, 2)
+    probe_data, _ = validation_split(data, s.validation_examples, cfg.seed)
+    probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha)
+    archive = GoExploreArchive(sites, probe)
+    problem = AllocationProblem(sites=sites, value=lambda site, r: smap.value(site.name, r),
+                                site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
+                                archive=archive, max_probes=max_probes, seed=cfg.seed)
+    solver_name = cfg.peft.solver or "knapsack"
+    result = get_solver(solver_name)(problem)
+    if not result.allocation or not problem.fits(result.allocation):
+        raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
+    search = {"probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
+              "reused": result.reused, "probe_seconds": result.probe_seconds,
+              "solver_seconds": result.search_seconds, "sensitivity_seconds": sensitivity_seconds,
+              "total_seconds": time.perf_counter() - start, "validation_examples": len(probe_data.eval),
+              "candidates": result.candidates, "details": result.details, "archive": archive.summary()}
+    return StratoPlan(result.allocation, budget, cost_model.allocation(result.allocation), alpha, solver_name,
+                      search, {**smap.info, "per_module_total": {n: smap.total(n) for n in smap.spectra}})
+
+
+def preview_plan(cfg: Any, model: Any) -> StratoPlan:
+    """Dry run (meta device, no data): the budget and the uniform allocation that fills it - the plan's costs are
+    bounded by the budget; the real allocation needs the sensitivity map of the weights and data."""
+    from strato_peft.strato.solvers.knapsack import uniform_fill
+    from strato_peft.strato.solvers import AllocationProblem
+
+    sites, cost_model, budget = setup(cfg, model)
+    problem = AllocationProblem(sites=sites, value=lambda site, r: float(r), site_usage=budget.site_usage,
+                                weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
+    alloc = uniform_fill(problem) or {sites[0].name: 1}
+    return StratoPlan(alloc, budget, cost_model.allocation(alloc), rslora_alpha(cfg.peft.alpha,
+                      cfg.peft.strato.reference_rank), "preview (uniform fill; the search needs weights and data)")

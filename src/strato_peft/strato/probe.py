@@ -1,0 +1,85 @@
+"""Short probe trainings that score a candidate allocation, and the batches the sensitivity map is built from.
+
+A probe trains a copy of the base model with the candidate's LoRA for a few steps on the training rows minus a
+validation slice, and scores it by minus the loss on that slice. The slice is carved from the *training* rows with
+the run's seed, so neither probes nor the search ever see the held-out split the final metrics are reported on.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from strato_peft.strato.archive import ProbeOutcome
+from strato_peft.strato.export import training_lora_config
+
+
+def validation_split(data: Any, n: int, seed: int) -> tuple[Any, Any]:
+    """(probe training data, validation data): ``n`` training rows (at most 10%) held back by a seeded shuffle."""
+    rows = list(data.train)
+    n = max(1, min(n, len(rows) // 10))
+    order = list(range(len(rows)))
+    random.Random(f"strato-val:{seed}").shuffle(order)
+    val = [rows[i] for i in sorted(order[:n])]
+    rest = [rows[i] for i in sorted(order[n:])]
+    return replace(data, train=rest, eval=val), replace(data, train=val, eval=val)
+
+
+def _trainer(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, workdir: Path, steps: int,
+             callbacks: Sequence[Any] = ()) -> Any:
+    from strato_peft.training.arguments import common_arguments
+    from strato_peft.training.trainers import build_trainer
+
+    args = common_arguments(cfg, platform, workdir, False, [])
+    args.update(max_steps=steps, save_strategy="no", eval_strategy="no", eval_steps=None, logging_steps=max(steps, 1),
+                logging_first_step=False, disable_tqdm=True, torch_compile=False)
+    trainer, _ = build_trainer(cfg, data.task_type, model, tokenizer, data, args, list(callbacks))
+    return trainer
+
+
+def sensitivity_batches(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, n: int
+                        ) -> list[Mapping[str, Any]]:
+    """The first ``n`` training batches exactly as the trainer collates them (same tokenisation and masking)."""
+    with tempfile.TemporaryDirectory(prefix="strato-sens-") as tmp:
+        trainer = _trainer(cfg, model, tokenizer, data, platform, Path(tmp), steps=1)
+        batches = []
+        for batch in trainer.get_train_dataloader():
+            batches.append({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+            if len(batches) >= n:
+                break
+    return batches
+
+
+def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data: Any, platform: Any, steps: int,
+               alpha: float) -> Callable[[Mapping[str, int]], ProbeOutcome]:
+    """A function that trains ``allocation`` for ``steps`` steps on a copy of ``base_model`` and returns
+    minus the validation loss (probe_data.eval) as its score."""
+    from strato_peft.methods.base import peft_task_type
+    from strato_peft.training.seed import seed_everything
+
+    def probe(allocation: Mapping[str, int]) -> ProbeOutcome:
+        from peft import get_peft_model
+
+        start = time.perf_counter()
+        seed_everything(cfg.seed)
+        model = copy.deepcopy(base_model)
+        lcfg = training_lora_config(allocation, alpha, cfg.peft.dropout, peft_task_type(probe_data.task_type),
+                                    cfg.peft.modules_to_save, cfg.peft.bias)
+        model = get_peft_model(model, lcfg)
+        with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
+            trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
+            trainer.train()
+            metrics = trainer.evaluate()
+        loss = float(metrics["eval_loss"])
+        del trainer, model
+        return ProbeOutcome(score=-loss, seconds=time.perf_counter() - start,
+                            metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    return probe

@@ -1,0 +1,171 @@
+"""The layer-sensitivity map: how much a rank-r LoRA update on each module can gain, estimated before training.
+
+For a weight W with accumulated loss gradient G (the mean over a few training batches), the best first-order
+loss decrease of an update of Frobenius norm eta restricted to rank r is eta * sqrt(sum_{i<=r} s_i^2), s_i the
+singular values of G. The map stores the top ``max_rank`` singular values per module and values rank r at a module
+as ``sum_{i<=r} s_i^2`` (concave in r, so value per unit of rank falls as rank grows). ``value(..., power=p)``
+raises each term to p: p < 1 flattens the map, for solvers that hedge against its noise.
+
+Building the map costs a forward + backward with weight gradients on ``batches`` batches (a small fraction of one
+training run) and an SVD per module; the result is cached on disk keyed by model, data and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import torch
+
+from strato_peft.strato.sites import ModuleSite
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class SensitivityMap:
+    """Top singular values of each module's accumulated gradient, and how they were obtained."""
+
+    spectra: dict[str, list[float]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, name: str, rank: int, power: float = 1.0) -> float:
+        """Gain of rank ``rank`` at module ``name``: sum of the top-r squared singular values (each raised to
+        ``power``; power 0 counts rank units)."""
+        if rank <= 0:
+            return 0.0
+        sv = self.spectra[name]
+        vals = [s * s for s in sv[:rank]]
+        if rank > len(vals):  # past the stored spectrum: extend with the smallest stored value
+            vals += [vals[-1] if vals else 0.0] * (rank - len(vals))
+        if power == 0:
+            return float(rank)
+        return float(sum(v ** power for v in vals))
+
+    def total(self, name: str) -> float:
+        return float(sum(s * s for s in self.spectra[name]))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SensitivityMap":
+        return cls({k: list(map(float, v)) for k, v in data["spectra"].items()}, dict(data.get("info", {})))
+
+
+def _weight(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
+    module = model.get_submodule(name)
+    inner = getattr(module, "base_layer", module)
+    return inner.weight
+
+
+def _batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any]], sites: Sequence[ModuleSite],
+                      max_rank: int) -> SensitivityMap:
+    """Accumulate the loss gradient of every site's weight over ``batches`` (model(**batch).loss) and keep the top
+    ``max_rank`` singular values of each. Only the sites' weights require grad meanwhile; flags are restored."""
+    start = time.perf_counter()
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    params = [p for p in model.parameters()]
+    weights = {s.name: _weight(model, s.name) for s in sites}
+    grads = {n: None for n in weights}
+    device = next(model.parameters()).device
+    was_training = model.training
+    n_batches = tokens = 0
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        for w in weights.values():
+            w.requires_grad_(True)
+            w.grad = None
+        model.eval()  # no dropout: the expected gradient, not a noisy one
+        for batch in batches:
+            batch = _batch_to(batch, device)
+            loss = model(**batch).loss
+            loss.backward()
+            n_batches += 1
+            if "attention_mask" in batch:
+                tokens += int(batch["attention_mask"].sum())
+            for n, w in weights.items():
+                if w.grad is not None:
+                    grads[n] = w.grad.detach().float().clone() if grads[n] is None else grads[n] + w.grad.float()
+                    w.grad = None
+        if n_batches == 0:
+            raise ValueError("sensitivity: no batches to estimate from")
+        spectra = {}
+        for s in sites:
+            g = grads[s.name]
+            if g is None:
+                spectra[s.name] = [0.0] * min(max_rank, s.d_in, s.d_out)
+                continue
+            sv = torch.linalg.svdvals(g / n_batches)
+            spectra[s.name] = [float(x) for x in sv[:max_rank].cpu()]
+    finally:
+        for p in params:
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
+        model.train(was_training)
+    info = {"batches": n_batches, "tokens": tokens, "seconds": time.perf_counter() - start, "max_rank": max_rank,
+            "estimator": "singular values of the mean loss gradient per weight matrix"}
+    return SensitivityMap(spectra, info)
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """A stable key for (model, data, settings): sha256 of their JSON."""
+    blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def data_fingerprint(batches: Sequence[Mapping[str, Any]]) -> str:
+    """Hash of the token ids (and labels) of the batches the map is built from."""
+    h = hashlib.sha256()
+    for b in batches:
+        for k in sorted(b):
+            v = b[k]
+            if isinstance(v, torch.Tensor):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def model_fingerprint(model: torch.nn.Module, identity: str) -> str:
+    """Identity string + config + a sample of the weights (cheap; catches a different checkpoint under one name)."""
+    h = hashlib.sha256(identity.encode())
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        h.update(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    for i, (name, p) in enumerate(model.named_parameters()):
+        if i % 7 == 0 and p.device.type != "meta":
+            h.update(name.encode())
+            h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def load_or_build(cache_dir: Optional[Path], key_parts: Mapping[str, Any], model: torch.nn.Module,
+                  batches: Sequence[Mapping[str, Any]], sites: Sequence[ModuleSite], max_rank: int
+                  ) -> SensitivityMap:
+    """The cached map for these (model, data, settings) if there is one, else build it and cache it atomically."""
+    key = cache_key({**key_parts, "data": data_fingerprint(batches), "sites": [s.name for s in sites],
+                     "max_rank": max_rank})
+    path = cache_dir / f"{key}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        smap = SensitivityMap.from_json(json.loads(path.read_text()))
+        smap.info.update(cached=True, cache_file=str(path))
+        return smap
+    smap = build_sensitivity(model, batches, sites, max_rank)
+    smap.info.update(cached=False, key=key)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(smap.to_json()))
+        os.replace(tmp, path)
+        smap.info["cache_file"] = str(path)
+    return smap

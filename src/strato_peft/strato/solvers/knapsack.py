@@ -1,0 +1,118 @@
+"""Knapsack solver: greedy on marginal value per unit of weighted cost, then probes pick among a few candidates.
+
+Values are concave in rank and costs affine, so adding one rank unit at a time to the site with the best
+value-gain / cost-gain ratio (skipping sites whose next unit no longer fits) is the classic greedy for this
+multiple-choice knapsack. Because the sensitivity map is an estimate, the solver builds candidates from the map at
+full strength and flattened (value^p for each p in ``powers``) plus the uniform allocation that fills the budget,
+and - when probes are allowed - lets short probe trainings (through the Go-Explore archive) choose among them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Callable, Optional
+
+from strato_peft.strato.allocation import Allocation
+from strato_peft.strato.archive import ProbeRecord
+from strato_peft.strato.sites import ModuleSite
+from strato_peft.strato.solvers.base import AllocationProblem, SolverResult, register_solver
+
+POWERS = (1.0, 0.5)
+
+
+def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]) -> Allocation:
+    """Add rank units by best marginal value per marginal weighted cost until nothing more fits."""
+    used = {d: 0.0 for d in problem.weights}
+    ranks = {s.name: 0 for s in problem.sites}
+
+    def step(site: ModuleSite, r: int) -> tuple[float, dict[str, float]]:
+        now, nxt = problem.site_usage(site, r) if r else {}, problem.site_usage(site, r + 1)
+        delta = {d: nxt.get(d, 0.0) - (now.get(d, 0.0) if now else 0.0) for d in problem.weights}
+        cost = sum(problem.weights[d] * delta[d] for d in problem.weights)
+        gain = value(site, r + 1) - value(site, r)
+        return (gain / cost if cost > 0 else float("inf")), delta
+
+    heap = []
+    for i, s in enumerate(problem.sites):
+        ratio, delta = step(s, 0)
+        heapq.heappush(heap, (-ratio, i, delta))
+    while heap:
+        neg, i, delta = heapq.heappop(heap)
+        site = problem.sites[i]
+        if -neg <= 0:
+            break  # no site gains anything more
+        if any(used[d] + delta[d] > 1.0 + 1e-9 for d in delta):
+            continue  # this site's next unit does not fit; smaller ones elsewhere may
+        for d in delta:
+            used[d] += delta[d]
+        ranks[site.name] += 1
+        if ranks[site.name] < min(problem.max_rank, site.d_in, site.d_out):
+            ratio, delta = step(site, ranks[site.name])
+            heapq.heappush(heap, (-ratio, i, delta))
+    return {n: r for n, r in ranks.items() if r}
+
+
+def uniform_fill(problem: AllocationProblem) -> Allocation:
+    """The largest uniform rank on every site that fits (LoRA's shape at this budget); empty if rank 1 does not."""
+    best: Allocation = {}
+    for r in range(1, problem.max_rank + 1):
+        alloc = {s.name: r for s in problem.sites}
+        if not problem.fits(alloc):
+            break
+        best = alloc
+    return best
+
+
+def candidates(problem: AllocationProblem, powers: tuple[float, ...] = POWERS) -> list[tuple[str, Allocation]]:
+    """Distinct candidate allocations, most trusted in the map first."""
+    out: list[tuple[str, Allocation]] = []
+    for p in powers:
+        value = problem.value if p == 1.0 else (lambda s, r, p=p: _powered(problem, s, r, p))
+        alloc = greedy(problem, value)
+        out.append((f"greedy value^{p:g}", alloc))
+    out.append(("uniform", uniform_fill(problem)))
+    seen, distinct = set(), []
+    for label, alloc in out:
+        key = tuple(sorted(alloc.items()))
+        if alloc and key not in seen:
+            seen.add(key)
+            distinct.append((label, alloc))
+    return distinct
+
+
+def _powered(problem: AllocationProblem, site: ModuleSite, r: int, p: float) -> float:
+    """value^p applied per rank unit: sum of the marginal gains each raised to p (stays concave)."""
+    return sum(max(problem.value(site, k) - problem.value(site, k - 1), 0.0) ** p for k in range(1, r + 1))
+
+
+def solve_knapsack(problem: AllocationProblem) -> SolverResult:
+    """Greedy candidates; probes (if any) choose, else the full-strength map's greedy allocation."""
+    start = time.perf_counter()
+    arch = problem.archive
+    before = (arch.n_probes, arch.reused, arch.probe_seconds) if arch else (0, 0, 0.0)
+    cands = candidates(problem)
+    if not cands:
+        raise ValueError("knapsack: no allocation fits the budget")
+    rows = []
+    best: Optional[tuple[float, Allocation]] = None
+    for n, (label, alloc) in enumerate(cands):
+        row = {"label": label, "modules": len(alloc), "total_rank": sum(alloc.values()),
+               "surrogate": problem.surrogate(alloc), "usage": problem.usage(alloc)}
+        if arch is not None and n < problem.max_probes:
+            rec: ProbeRecord = arch.evaluate(alloc, solver="knapsack")
+            row.update(score=rec.score, probe_seconds=rec.seconds)
+            if best is None or rec.score > best[0]:
+                best = (rec.score, alloc)
+        rows.append(row)
+    chosen = best[1] if best is not None else cands[0][1]
+    return SolverResult(
+        allocation=chosen, solver="knapsack",
+        probes=(arch.n_probes - before[0]) if arch else 0,
+        reused=(arch.reused - before[1]) if arch else 0,
+        probe_seconds=(arch.probe_seconds - before[2]) if arch else 0.0,
+        search_seconds=time.perf_counter() - start, candidates=rows,
+        details={"powers": list(POWERS), "chosen": next(r["label"] for r, (_, a) in zip(rows, cands) if a is chosen)})
+
+
+register_solver("knapsack", solve_knapsack)

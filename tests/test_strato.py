@@ -1,0 +1,195 @@
+"""STRATO-PEFT's own pieces on tiny random models: sensitivity map, knapsack solver, plain-adapter export, and the
+method end to end (search -> rsLoRA training -> plain peft adapter + strato_plan.json)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from strato_peft.strato.archive import GoExploreArchive, ProbeOutcome
+from strato_peft.strato.sites import ModuleSite, adaptable_sites
+from strato_peft.strato.solvers import AllocationProblem, get_solver
+from strato_peft.strato.solvers.knapsack import greedy, uniform_fill
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg)
+
+
+def random_batches(n: int, seed: int = 0, batch: int = 4, length: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, 64, (batch, length), generator=g)
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()})
+    return out
+
+
+# --- sensitivity map -------------------------------------------------------------------------------------------
+
+def test_sensitivity_is_the_spectrum_of_the_mean_gradient_and_restores_grad_flags():
+    from strato_peft.strato.sensitivity import build_sensitivity
+
+    model = tiny_llama()
+    model.model.embed_tokens.weight.requires_grad_(False)
+    sites = adaptable_sites(model)
+    batches = random_batches(3)
+    smap = build_sensitivity(model, batches, sites, max_rank=8)
+    assert set(smap.spectra) == {s.name for s in sites} and smap.info["batches"] == 3
+    # direct computation for one module
+    name = "model.layers.1.mlp.down_proj"
+    w = model.get_submodule(name).weight
+    model.eval()
+    grads = []
+    for b in batches:
+        model.zero_grad()
+        model(**b).loss.backward()
+        grads.append(w.grad.clone())
+    expected = torch.linalg.svdvals(torch.stack(grads).mean(0))[:8]
+    torch.testing.assert_close(torch.tensor(smap.spectra[name]), expected, rtol=1e-4, atol=1e-7)
+    # value: v(0) = 0, non-decreasing and concave in r
+    vals = [smap.value(name, r) for r in range(0, 9)]
+    gains = [b - a for a, b in zip(vals, vals[1:])]
+    assert vals[0] == 0 and all(g >= 0 for g in gains) and all(x >= y - 1e-12 for x, y in zip(gains, gains[1:]))
+    assert model.model.embed_tokens.weight.requires_grad is False
+    assert all(p.requires_grad for n, p in model.named_parameters() if "embed" not in n)
+
+
+def test_sensitivity_cache_is_reused_and_keyed_by_data(tmp_path):
+    from strato_peft.strato.sensitivity import load_or_build
+
+    model = tiny_llama()
+    sites = adaptable_sites(model)
+    first = load_or_build(tmp_path, {"model": "m"}, model, random_batches(2), sites, 4)
+    again = load_or_build(tmp_path, {"model": "m"}, model, random_batches(2), sites, 4)
+    other = load_or_build(tmp_path, {"model": "m"}, model, random_batches(2, seed=1), sites, 4)
+    assert first.info["cached"] is False and again.info["cached"] is True and other.info["cached"] is False
+    assert again.spectra == first.spectra and other.spectra != first.spectra
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+# --- knapsack solver --------------------------------------------------------------------------------------------
+
+def synthetic_problem(value_scale: dict[str, float], budget_params: int, d: int = 16, layers: int = 3,
+                      max_rank: int = 6, archive=None, max_probes: int = 0) -> AllocationProblem:
+    sites = [ModuleSite(f"layers.{i}.{k}", k, i, d, d) for i in range(layers) for k in value_scale]
+
+    def value(site: ModuleSite, r: int) -> float:  # concave: geometric singular-value decay
+        return value_scale[site.kind] * (1 + 0.3 * site.layer) * sum(0.6 ** i for i in range(r))
+
+    def usage(site: ModuleSite, r: int) -> dict[str, float]:
+        return {"params": r * (site.d_in + site.d_out) / budget_params}
+
+    return AllocationProblem(sites, value, usage, {"params": 1.0}, max_rank, archive, max_probes, seed=0)
+
+
+def brute_force(problem: AllocationProblem) -> float:
+    best = 0.0
+    for ranks in itertools.product(range(problem.max_rank + 1), repeat=len(problem.sites)):
+        alloc = {s.name: r for s, r in zip(problem.sites, ranks) if r}
+        if problem.fits(alloc):
+            best = max(best, problem.surrogate(alloc))
+    return best
+
+
+def test_greedy_is_optimal_for_concave_values_at_equal_unit_costs():
+    problem = synthetic_problem({"q": 1.0, "v": 3.0}, budget_params=7 * 32, layers=2, max_rank=4)
+    alloc = greedy(problem, problem.value)
+    assert problem.fits(alloc)
+    assert problem.surrogate(alloc) == pytest.approx(brute_force(problem))
+    assert sum(alloc.values()) == 7  # spends the whole budget
+
+
+def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
+    calls = []
+
+    def probe(alloc):
+        calls.append(dict(alloc))
+        return ProbeOutcome(score=-1.0 / (1 + sum(alloc.values())))
+
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=18 * 32)
+    archive = GoExploreArchive(problem.sites, probe)
+    problem.archive, problem.max_probes = archive, 2
+    result = get_solver("knapsack")(problem)
+    assert problem.fits(result.allocation)
+    assert problem.surrogate(result.allocation) > problem.surrogate(uniform_fill(problem))
+    assert result.probes == len(calls) == 2 and len(result.candidates) >= 2
+    assert sum(1 for c in result.candidates if "score" in c) == 2
+    # the same problem again: every candidate's cell is archived, nothing is re-run
+    again = get_solver("knapsack")(problem)
+    assert again.probes == 0 and again.reused == 2 and len(calls) == 2
+    assert again.allocation == result.allocation
+
+
+def test_archive_cells_are_coarse_and_starts_prefer_good_rarely_visited_cells():
+    problem = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=10_000)
+    archive = GoExploreArchive(problem.sites, lambda a: ProbeOutcome(score=float(sum(a.values()))))
+    a = {s.name: 5 for s in problem.sites}
+    b = dict(a, **{problem.sites[0].name: 6})   # same log2 bucket: same cell
+    c = {s.name: 1 for s in problem.sites}
+    assert archive.cell(a) == archive.cell(b) != archive.cell(c)
+    archive.evaluate(a)
+    archive.evaluate(b)
+    archive.evaluate(c)
+    assert archive.n_probes == 2 and archive.reused == 1 and archive.best().allocation == a
+    starts = archive.starts(200, random.Random(0))
+    assert starts.count(a) > starts.count(c)
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+
+def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
+    from peft import PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    from strato_peft.strato.export import check_patterns, export_plain_adapter, training_lora_config
+
+    model = tiny_llama()
+    alloc = {"model.layers.0.self_attn.q_proj": 3, "model.layers.1.self_attn.q_proj": 1,
+             "model.layers.1.mlp.down_proj": 5}
+    peft_model = get_peft_model(model, training_lora_config(alloc, alpha=4.0, dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    ids = torch.randint(0, 64, (2, 10))
+    peft_model.eval()
+    with torch.no_grad():
+        before = peft_model(input_ids=ids).logits
+    exported = export_plain_adapter(peft_model, tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert sorted(cfg["target_modules"]) == sorted(alloc) and cfg["rank_pattern"] == alloc
+    assert cfg["use_rslora"] is False and cfg["lora_alpha"] == cfg["r"] == 5
+    assert all(cfg["alpha_pattern"][n] / r == 1.0 for n, r in alloc.items())
+    assert exported["rank_pattern"] == alloc
+
+    reloaded = PeftModel.from_pretrained(tiny_llama(), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, before, rtol=1e-5, atol=1e-5)
+    merged = PeftModel.from_pretrained(tiny_llama(), tmp_path / "adapter").merge_and_unload()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, before, rtol=1e-4, atol=1e-4)
+    # a server that applies one global lora_alpha / r and ignores the patterns computes the same weights
+    tensors = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    base = tiny_llama()
+    for name in alloc:
+        a = tensors[f"base_model.model.{name}.lora_A.weight"]
+        b = tensors[f"base_model.model.{name}.lora_B.weight"]
+        delta = (cfg["lora_alpha"] / cfg["r"]) * b @ a
+        expected = merged.get_submodule(name).weight - base.get_submodule(name).weight
+        torch.testing.assert_close(delta, expected, rtol=1e-4, atol=1e-5)
+    # a pattern key that selects several modules (or none) is refused
+    with pytest.raises(ValueError, match="selects"):
+        check_patterns(reloaded, {"q_proj": 2})
+    with pytest.raises(ValueError, match="no module"):
+        check_patterns(reloaded, {"model.layers.0.mlp.up_proj": 2})
