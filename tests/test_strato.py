@@ -193,3 +193,67 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
         check_patterns(reloaded, {"q_proj": 2})
     with pytest.raises(ValueError, match="no module"):
         check_patterns(reloaded, {"model.layers.0.mlp.up_proj": 2})
+
+
+# --- the method end to end ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,task", [("llama", "causal_lm"), ("bert", "classification")])
+def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, make_config, tiny_root, monkeypatch,
+                                                                tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from strato_peft.training.run import train
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    cfg = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": {"max_probes": 2, "probe_steps": 2,
+                                                                             "sensitivity_batches": 2,
+                                                                             "scheduler": False}},
+                      training={"max_steps": 4})
+    result = train(cfg)
+    adapter = result.run_dir / "adapter"
+    plan = json.loads((adapter / "strato_plan.json").read_text())
+    conf = json.loads((adapter / "adapter_config.json").read_text())
+    assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
+    assert plan["search"]["probes"] == 2 and plan["search"]["sensitivity_seconds"] > 0
+    assert plan["final_ranks"] == conf["rank_pattern"] == plan["allocation"]
+    assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
+    lora_params = sum(r * (s.d_in + s.d_out) for s in adaptable_sites(result.model)
+                      for n, r in conf["rank_pattern"].items() if n == s.name)
+    assert lora_params == plan["predicted_cost"]["params"] <= plan["budget"]["limits"]["params"]
+    assert result.metrics["strato"]["modules"] == len(conf["rank_pattern"])
+
+    cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+    kwargs = {"num_labels": 2} if task == "classification" else {}
+    reloaded = PeftModel.from_pretrained(cls.from_pretrained(tiny_root / kind, **kwargs), adapter).eval()
+    from tiny import make_tokenizer
+
+    enc = make_tokenizer(kind)(["what is two plus three"], return_tensors="pt")
+    result.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**enc).logits, result.model(**enc).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_strato_dry_run_prints_the_budget(make_config, tmp_path, capsys):
+    import yaml
+
+    from strato_peft.cli import main
+
+    cfg = make_config("llama", "strato", peft={"budget": 0.5})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_yaml_dict()))
+    assert main(["train", "--config", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "STRATO budget:" in out and "0.5 x LoRA r=8" in out and "of the budget" in out
+
+
+@pytest.mark.parametrize("peft,needle", [
+    ({"budget": 0.0001}, "peft.budget"),
+    ({"lambda": {"latency": 1.0}}, "peft.lambda"),
+])
+def test_strato_bad_budget_is_a_one_line_error(make_config, peft, needle):
+    from strato_peft.errors import ConfigError
+    from strato_peft.training.run import dry_run
+
+    with pytest.raises(ConfigError, match=needle):
+        dry_run(make_config("llama", "strato", peft=peft))
