@@ -244,7 +244,7 @@ def test_strato_dry_run_prints_the_budget(make_config, tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg.to_yaml_dict()))
     assert main(["train", "--config", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "STRATO budget:" in out and "0.5 x LoRA r=8" in out and "of the budget" in out
+    assert "STRATO budget:" in out and "0.5 x LoRA r=4 on all-linear" in out and "of the budget" in out
 
 
 @pytest.mark.parametrize("peft,needle", [

@@ -31,10 +31,13 @@ def slug(text: str) -> str:
 
 
 def default_run_name(cfg: StratoConfig) -> str:
-    """<method>_r<rank>_seed<seed> (rank omitted for methods without one)."""
+    """<method>_r<rank>_seed<seed> (rank omitted for methods without one; STRATO: strato_<solver>_b<budget>)."""
     from strato_peft.methods import get_method
 
     spec = get_method(cfg.peft.method)
+    if spec.name == "strato":
+        budget = cfg.peft.budget if cfg.peft.budget is not None else "abs" if cfg.peft.strato.budget_absolute else 0.5
+        return f"strato_{cfg.peft.solver or 'knapsack'}_b{budget}_seed{cfg.seed}"
     rank = f"_r{cfg.peft.rank}" if spec.uses_rank else ""
     return f"{cfg.peft.method}{rank}_seed{cfg.seed}"
 

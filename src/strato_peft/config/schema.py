@@ -48,10 +48,12 @@ class ModelConfig(_Section):
 class StratoSearchConfig(_Section):
     """STRATO-PEFT: where the budget comes from, how the sensitivity map and probes are made, the rank scheduler."""
 
-    reference_rank: int = Field(8, gt=0, description="Rank of the reference LoRA that `peft.budget` is a fraction "
-                                "of; STRATO's rsLoRA alpha is set so its scale equals that LoRA's at this rank.")
-    reference_targets: Union[list[str], str] = Field(
-        "all-linear", description="Modules of the reference LoRA (suffixes, 'all-linear' or a regex).")
+    reference_rank: Optional[int] = Field(None, gt=0, description="Rank of the reference LoRA that `peft.budget` "
+                                          "is a fraction of (None: `peft.rank`); STRATO's rsLoRA alpha is set so its "
+                                          "scale equals that LoRA's (`peft.alpha`/r) at this rank.")
+    reference_targets: Optional[Union[list[str], str]] = Field(
+        None, description="Modules of the reference LoRA (suffixes, 'all-linear' or a regex; None: "
+        "`peft.target_modules`, or all linear layers when that is unset).")
     candidates: Optional[Union[list[str], str]] = Field(
         None, description="Modules STRATO may adapt (suffixes, full names or a regex); None: every linear layer "
         "except the output head.")

@@ -62,7 +62,8 @@ def resolve_budget(cost_model: LoraCostModel, fraction: Optional[float], absolut
     (rank ``reference_rank`` on ``reference_targets``) in every weighted dimension."""
     weights = normalise_weights(lambda_)
     reference = cost_model.uniform(reference_rank, reference_targets)
-    desc = f"LoRA r={reference_rank} on {reference_targets or 'all-linear'}"
+    where = reference_targets if isinstance(reference_targets, str) else ",".join(reference_targets or ["all-linear"])
+    desc = f"LoRA r={reference_rank} on {where}"
     limits: dict[str, float] = {}
     for d in weights:
         if absolute and d in absolute:

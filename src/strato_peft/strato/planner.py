@@ -55,10 +55,19 @@ def setup(cfg: Any, model: Any) -> tuple[list[ModuleSite], LoraCostModel, Budget
     sites = adaptable_sites(model, s.candidates)
     cost_model = LoraCostModel(sites, cfg.training.batch_size, cfg.task.max_length, dropout=cfg.peft.dropout)
     fraction = cfg.peft.budget if cfg.peft.budget is not None else (None if s.budget_absolute else DEFAULT_BUDGET)
-    ref_targets = s.reference_targets
-    budget = resolve_budget(cost_model, fraction, s.budget_absolute, cfg.peft.lambda_, s.reference_rank,
-                            None if ref_targets == "all-linear" else ref_targets)
+    budget = resolve_budget(cost_model, fraction, s.budget_absolute, cfg.peft.lambda_, reference_rank(cfg),
+                            reference_targets(cfg))
     return sites, cost_model, budget
+
+
+def reference_rank(cfg: Any) -> int:
+    return cfg.peft.strato.reference_rank or cfg.peft.rank
+
+
+def reference_targets(cfg: Any) -> Any:
+    """The reference LoRA's modules: strato.reference_targets, else peft.target_modules, else all linear layers."""
+    targets = cfg.peft.strato.reference_targets or cfg.peft.target_modules
+    return None if targets in (None, "all-linear") else targets
 
 
 def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, total_steps: int,
@@ -72,7 +81,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
 
     s = cfg.peft.strato
     sites, cost_model, budget = setup(cfg, model)
-    alpha = rslora_alpha(cfg.peft.alpha, s.reference_rank)
+    alpha = rslora_alpha(cfg.peft.alpha, reference_rank(cfg))
 
     start = time.perf_counter()
     n_batches = 2 if fast_dev_run else s.sensitivity_batches
@@ -107,14 +116,14 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
 
 
 def preview_plan(cfg: Any, model: Any) -> StratoPlan:
-    """Dry run (meta device, no data): the budget and the uniform allocation that fills it - the plan's costs are
-    bounded by the budget; the real allocation needs the sensitivity map of the weights and data."""
-    from strato_peft.strato.solvers.knapsack import uniform_fill
+    """Dry run (meta device, no data): the budget, and what the greedy solver picks when every parameter is valued
+    alike (the real allocation needs the sensitivity map of the weights and data; its costs obey the same budget)."""
     from strato_peft.strato.solvers import AllocationProblem
+    from strato_peft.strato.solvers.knapsack import greedy
 
     sites, cost_model, budget = setup(cfg, model)
-    problem = AllocationProblem(sites=sites, value=lambda site, r: float(r), site_usage=budget.site_usage,
-                                weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
-    alloc = uniform_fill(problem) or {sites[0].name: 1}
-    return StratoPlan(alloc, budget, cost_model.allocation(alloc), rslora_alpha(cfg.peft.alpha,
-                      cfg.peft.strato.reference_rank), "preview (uniform fill; the search needs weights and data)")
+    problem = AllocationProblem(sites=sites, value=lambda site, r: float(r * (site.d_in + site.d_out)),
+                                site_usage=budget.site_usage, weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
+    alloc = greedy(problem, problem.value)
+    return StratoPlan(alloc, budget, cost_model.allocation(alloc), rslora_alpha(cfg.peft.alpha, reference_rank(cfg)),
+                      "preview (flat value; the search needs weights and data)")
