@@ -197,9 +197,9 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task", [("llama", "causal_lm"), ("bert", "classification")])
-def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, make_config, tiny_root, monkeypatch,
-                                                                tmp_path):
+@pytest.mark.parametrize("kind,task,scheduler", [("llama", "causal_lm", True), ("bert", "classification", False)])
+def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, make_config, tiny_root,
+                                                                monkeypatch, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -208,19 +208,30 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, make
     monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
     cfg = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": {"max_probes": 2, "probe_steps": 2,
                                                                              "sensitivity_batches": 2,
-                                                                             "scheduler": False}},
-                      training={"max_steps": 4})
+                                                                             "scheduler": scheduler,
+                                                                             "scheduler_interval": 2}},
+                      training={"max_steps": 12})
     result = train(cfg)
     adapter = result.run_dir / "adapter"
     plan = json.loads((adapter / "strato_plan.json").read_text())
     conf = json.loads((adapter / "adapter_config.json").read_text())
     assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
     assert plan["search"]["probes"] == 2 and plan["search"]["sensitivity_seconds"] > 0
-    assert plan["final_ranks"] == conf["rank_pattern"] == plan["allocation"]
+    assert plan["final_ranks"] == conf["rank_pattern"]
     assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
     lora_params = sum(r * (s.d_in + s.d_out) for s in adaptable_sites(result.model)
                       for n, r in conf["rank_pattern"].items() if n == s.name)
-    assert lora_params == plan["predicted_cost"]["params"] <= plan["budget"]["limits"]["params"]
+    assert lora_params <= plan["budget"]["limits"]["params"]
+    if scheduler:  # the schedule is logged and replays from the searched allocation to the exported ranks
+        assert plan["scheduler"]["history"], "the scheduler changed no rank in 12 steps"
+        ranks = dict(plan["allocation"])
+        for event in plan["scheduler"]["history"]:
+            assert ranks[event["module"]] == event["old_rank"]
+            ranks[event["module"]] = event["new_rank"]
+        assert ranks == conf["rank_pattern"]
+    else:
+        assert conf["rank_pattern"] == plan["allocation"]
+        assert lora_params == plan["predicted_cost"]["params"]
     assert result.metrics["strato"]["modules"] == len(conf["rank_pattern"])
 
     cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM

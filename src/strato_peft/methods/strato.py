@@ -34,9 +34,25 @@ def strato_config(ctx: MethodContext):
         plan = make_plan(r.cfg, ctx.model, r.tokenizer, r.data, r.platform, ctx.total_steps, r.fast_dev_run)
     ctx.state["plan"] = plan
     ctx.artifacts["strato"] = plan.summary()
+    if not ctx.dry_run and ctx.peft.strato.scheduler:
+        ctx.state["scheduler"] = _scheduler(plan, ctx)
+        ctx.callbacks.append(ctx.state["scheduler"])
     p = ctx.peft
     return training_lora_config(plan.allocation, plan.alpha, p.dropout, peft_task_type(ctx.task_type),
                                 p.modules_to_save, p.bias)
+
+
+def _scheduler(plan: Any, ctx: MethodContext) -> Any:
+    """The rank scheduler, held to the plan's budget (every weighted dimension)."""
+    from strato_peft.strato.scheduler import RankScheduler
+
+    budget = plan.budget
+
+    def fits(allocation: dict[str, int]) -> bool:
+        return all(u <= 1.0 + 1e-9 for u in budget.usage(budget.cost_model.allocation(allocation)).values())
+
+    s = ctx.peft.strato
+    return RankScheduler(fits, interval=s.scheduler_interval, max_rank=s.max_rank, seed=ctx.run.cfg.seed)
 
 
 def _cfg_for_preview(ctx: MethodContext) -> Any:
