@@ -197,8 +197,10 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,scheduler", [("llama", "causal_lm", True), ("bert", "classification", False)])
-def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, make_config, tiny_root,
+@pytest.mark.parametrize("kind,task,scheduler,solver", [("llama", "causal_lm", True, "knapsack"),
+                                                         ("bert", "classification", False, "knapsack"),
+                                                         ("gpt2", "causal_lm", False, "ppo")])
+def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, make_config, tiny_root,
                                                                 monkeypatch, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -206,7 +208,8 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     from strato_peft.training.run import train
 
     monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
-    cfg = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": {"max_probes": 2, "probe_steps": 2,
+    cfg = make_config(kind, "strato", task, peft={"budget": 0.5, "solver": solver,
+                                                  "strato": {"max_probes": 2, "probe_steps": 2, "ppo_timesteps": 512,
                                                                              "sensitivity_batches": 2,
                                                                              "scheduler": scheduler,
                                                                              "scheduler_interval": 2}},
@@ -232,7 +235,7 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     else:
         assert conf["rank_pattern"] == plan["allocation"]
         assert lora_params == plan["predicted_cost"]["params"]
-    assert result.metrics["strato"]["modules"] == len(conf["rank_pattern"])
+    assert result.metrics["strato"]["modules"] == len(plan["allocation"]) and plan["solver"] == solver
 
     cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
     kwargs = {"num_labels": 2} if task == "classification" else {}

@@ -68,7 +68,7 @@ class StratoSearchConfig(_Section):
                                        "steps, at least 10.")
     validation_examples: int = Field(256, gt=0, description="Training examples held back to score probes (never the "
                                      "held-out evaluation split); capped at 10% of the training set.")
-    ppo_timesteps: int = Field(3000, gt=0, description="PPO solver: environment steps to train the policy for.")
+    ppo_timesteps: int = Field(4096, gt=0, description="PPO solver: environment steps to train the policy for.")
     scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")

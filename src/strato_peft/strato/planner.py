@@ -103,7 +103,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
                                 archive=archive, max_probes=max_probes, seed=cfg.seed)
     solver_name = cfg.peft.solver or "knapsack"
-    result = get_solver(solver_name)(problem)
+    options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" else {}
+    result = get_solver(solver_name)(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
     search = {"probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,

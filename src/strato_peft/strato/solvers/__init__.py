@@ -3,6 +3,6 @@
 from strato_peft.strato.solvers.base import (AllocationProblem, SolverResult, available_solvers, get_solver,
                                              register_solver)
 
-from strato_peft.strato.solvers import knapsack  # noqa: E402,F401  (registers "knapsack")
+from strato_peft.strato.solvers import knapsack, ppo  # noqa: E402,F401  (register "knapsack", "ppo")
 
 __all__ = ["AllocationProblem", "SolverResult", "available_solvers", "get_solver", "register_solver"]
