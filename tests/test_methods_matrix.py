@@ -17,7 +17,7 @@ from strato_peft.errors import ConfigError
 from strato_peft.methods import available_methods
 from strato_peft.training.run import TrainOptions, train
 
-METHODS = [m for m in available_methods() if m != "strato"]  # strato: issue 5
+METHODS = available_methods()
 CASES = [("llama", "causal_lm"), ("gpt2", "causal_lm"), ("bert", "classification")]
 
 
