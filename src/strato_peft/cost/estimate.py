@@ -1,7 +1,8 @@
 """First-order costs of a (peft-wrapped) model: parameters, adapter FLOPs per token, training memory.
 
 FLOPs count a multiply-add as 2. A LoRA module of rank r on a d_in -> d_out layer costs 2r(d_in + d_out) FLOPs
-per token forward, and twice that backward (the gradient w.r.t. its input and w.r.t. A and B): 6r(d_in + d_out).
+per token forward, and twice that backward (the gradient w.r.t. its input and w.r.t. A and B): 6r(d_in + d_out);
+the per-module formula is ``LoraCostModel``'s (strato_peft.cost.model), the one source of truth.
 The memory estimate is deliberately simple (weights + gradients + AdamW state + activations) and is documented
 as an estimate; issue 5's cost model checks it against measured peaks.
 """
@@ -44,16 +45,19 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def _lora_module_flops(module: Any) -> int:
-    """Forward+backward FLOPs per token of the active LoRA adapters of one peft LoRA layer."""
-    flops = 0
-    for name in getattr(module, "active_adapters", []):
-        if name not in getattr(module, "r", {}):
-            continue
-        r = module.r[name]
-        d_in, d_out = module.in_features, module.out_features
-        flops += 6 * r * (d_in + d_out)
-    return flops
+def _lora_module_flops(module: Any, name: str = "", seq_len: int = 512) -> int:
+    """Forward+backward FLOPs per token of the active LoRA adapters of one peft LoRA layer (LoraCostModel's
+    per-module formula)."""
+    from strato_peft.cost.model import LoraCostModel
+    from strato_peft.strato.sites import ModuleSite
+
+    ranks = [module.r[a] for a in getattr(module, "active_adapters", []) if a in getattr(module, "r", {})]
+    if not ranks:
+        return 0
+    leaf = name.rsplit(".", 1)[-1] or "lora"
+    site = ModuleSite(name or leaf, leaf, None, int(module.in_features), int(module.out_features))
+    costs = LoraCostModel([site], batch_size=1, seq_len=max(int(seq_len), 1))
+    return sum(costs.module(site, int(r)).flops for r in ranks)
 
 
 def adapter_flops_per_token(model: torch.nn.Module, seq_len: int = 512) -> int:
@@ -64,9 +68,9 @@ def adapter_flops_per_token(model: torch.nn.Module, seq_len: int = 512) -> int:
     except ImportError:  # pragma: no cover - peft is a hard dependency
         return 0
     flops = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
-            flops += _lora_module_flops(module)
+            flops += _lora_module_flops(module, name, seq_len)
         elif isinstance(module, IA3Layer):
             flops += 3 * sum(v.numel() for v in module.ia3_l.values())
     cfg = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
