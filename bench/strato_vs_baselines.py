@@ -112,8 +112,8 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path) -> l
 
     table = arms(task)
     log = []
-    for arm in names:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a partial benchmark has every arm at the first seeds
+        for arm in names:
             cfg = arm_config(task, arm, table[arm], seed, runs_dir)
             run = RunDirectory(run_dir_for(cfg))
             if run.is_complete():

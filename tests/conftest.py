@@ -53,3 +53,15 @@ def make_config(tiny_root, tmp_path):
         return validate_config(data)
 
     return factory
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny matmuls gain nothing from more, and on a busy 2-core machine two threads
+    spin-wait each other (tiny steps ran ~20x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

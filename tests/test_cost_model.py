@@ -36,13 +36,7 @@ from strato_peft.cost.model import DIMENSIONS, lora_trainable_params, measure_fl
 HIDDEN, LAYERS, BATCH, SEQ, VOCAB = 64, 6, 4, 32, 96
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls: threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_base(kind: str, seed: int = 0) -> torch.nn.Module:

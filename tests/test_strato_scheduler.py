@@ -15,13 +15,7 @@ from strato_peft.strato.scheduler import (RankScheduler, delta_weight, grow_lora
 MIXED = (2, 4, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two intra-op threads on a busy 2-core machine make each tiny step ~20x slower (spin-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -292,21 +292,25 @@ def _adaptable_types() -> tuple[type, ...]:
     return tuple(types)
 
 
+def output_head(model: nn.Module) -> Optional[nn.Module]:
+    """The model's output embedding (LM head), or None; never adapted by 'all-linear'."""
+    get_output = getattr(model, "get_output_embeddings", None)
+    if not callable(get_output):
+        return None
+    try:
+        return get_output()
+    except Exception:  # noqa: BLE001 - some models raise instead of returning None
+        return None
+
+
 def adaptable_module_names(model: nn.Module) -> list[str]:
     """Sorted unique leaf names (``q_proj``, ``c_attn``, ...) of modules peft can adapt, output heads excluded.
 
     Used to suggest valid ``peft.target_modules`` when a requested name matches nothing.
     """
     types = _adaptable_types()
-    head_ids = set()
-    get_output = getattr(model, "get_output_embeddings", None)
-    if callable(get_output):
-        try:
-            head = get_output()
-        except Exception:  # noqa: BLE001 - some models raise instead of returning None
-            head = None
-        if head is not None:
-            head_ids.add(id(head))
+    head = output_head(model)
+    head_ids = {id(head)} if head is not None else set()
     names: set[str] = set()
     for name, module in model.named_modules():
         if not name or not isinstance(module, types) or id(module) in head_ids:
@@ -320,4 +324,4 @@ def adaptable_module_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-__all__ = ["OUTPUT_HEAD_NAMES", "adaptable_module_names", "build_meta_model", "load_model", "load_tokenizer"]
+__all__ = ["OUTPUT_HEAD_NAMES", "adaptable_module_names", "output_head", "build_meta_model", "load_model", "load_tokenizer"]

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from strato_peft.models.loading import OUTPUT_HEAD_NAMES
+from strato_peft.models.loading import OUTPUT_HEAD_NAMES, output_head
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,7 @@ def adaptable_sites(model: torch.nn.Module, targets: Union[None, str, Sequence[s
     from transformers.pytorch_utils import Conv1D
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = None
-    get_output = getattr(base, "get_output_embeddings", None)
-    if callable(get_output):
-        try:
-            head = get_output()
-        except Exception:  # noqa: BLE001 - some models raise instead of returning None
-            head = None
+    head = output_head(base)
     sites = []
     for name, module in base.named_modules():
         if not name or module is head or not isinstance(module, (torch.nn.Linear, Conv1D)):
