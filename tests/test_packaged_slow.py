@@ -36,3 +36,20 @@ def test_classification_on_real_minilm_and_tweets(tmp_path, capsys):
     for key in ("eval_accuracy", "eval_macro_f1", "eval_precision", "eval_recall"):
         assert 0.0 <= m["final_eval"][key] <= 1.0
     assert m["data"]["n_eval"] == 8  # fast-dev-run keeps 8 of the 8,000 held-out tweets
+
+
+@pytest.mark.parametrize("config,model,task", [("minilm_tweets.yaml", "minilm-l6", "tweet-sentiment"),
+                                               ("smollm2_gsm8k.yaml", "smollm2-135m", "gsm8k")])
+def test_strato_example_configs_on_packaged_models(config, model, task, tmp_path, capsys):
+    """Each packaged model's STRATO example: search (sensitivity map, probes), training, plain adapter + plan."""
+    repo = Path(__file__).resolve().parent.parent
+    code = main(["train", "--config", str(repo / "configs" / "strato" / config), "--fast-dev-run",
+                 "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run_dir = next((tmp_path / model / task).glob("strato_*_seed42"))
+    plan = json.loads((run_dir / "adapter" / "strato_plan.json").read_text())
+    conf = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert conf["peft_type"] == "LORA" and conf["use_rslora"] is False
+    assert set(conf["rank_pattern"]) == set(conf["target_modules"]) and plan["final_ranks"] == conf["rank_pattern"]
+    assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
+    assert plan["search"]["probes"] >= 1 and plan["sensitivity"]["batches"] >= 1
