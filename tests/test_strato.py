@@ -221,6 +221,8 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
     assert plan["search"]["probes"] == 2 and plan["search"]["sensitivity_seconds"] > 0
     assert plan["final_ranks"] == conf["rank_pattern"]
+    # rsLoRA scale = LoRA's at the uniform rank that fills the budget (0.5 x r=4 on every module: r=2)
+    assert plan["rslora_alpha"] == pytest.approx(8 / math.sqrt(2))
     assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
     lora_params = sum(r * (s.d_in + s.d_out) for s in adaptable_sites(result.model)
                       for n, r in conf["rank_pattern"].items() if n == s.name)

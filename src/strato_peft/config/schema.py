@@ -49,8 +49,9 @@ class StratoSearchConfig(_Section):
     """STRATO-PEFT: where the budget comes from, how the sensitivity map and probes are made, the rank scheduler."""
 
     reference_rank: Optional[int] = Field(None, gt=0, description="Rank of the reference LoRA that `peft.budget` "
-                                          "is a fraction of (None: `peft.rank`); STRATO's rsLoRA alpha is set so its "
-                                          "scale equals that LoRA's (`peft.alpha`/r) at this rank.")
+                                          "is a fraction of (None: `peft.rank`). STRATO trains with rsLoRA, alpha "
+                                          "set so its scale equals LoRA's (`peft.alpha`/r) at the rank of the "
+                                          "uniform LoRA that fills the budget.")
     reference_targets: Optional[Union[list[str], str]] = Field(
         None, description="Modules of the reference LoRA (suffixes, 'all-linear' or a regex; None: "
         "`peft.target_modules`, or all linear layers when that is unset).")

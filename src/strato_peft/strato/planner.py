@@ -44,9 +44,20 @@ class StratoPlan:
                 "sensitivity": self.sensitivity}
 
 
-def rslora_alpha(lora_alpha: float, reference_rank: int) -> float:
-    """rsLoRA alpha whose scale alpha/sqrt(r) equals LoRA's alpha/r at the reference rank."""
-    return lora_alpha / math.sqrt(reference_rank)
+def rslora_alpha(lora_alpha: float, rank: int) -> float:
+    """rsLoRA alpha whose scale alpha/sqrt(r) equals LoRA's alpha/r at ``rank``."""
+    return lora_alpha / math.sqrt(rank)
+
+
+def budget_rank(problem: Any, fallback: int) -> int:
+    """The rank of the uniform LoRA that fills the budget (LoRA's own point at this cost), else ``fallback``.
+
+    STRATO's rsLoRA scale is matched to LoRA's at this rank: at equal cost, its uniform candidate is exactly that
+    LoRA, and the search and scheduler only move rank around it."""
+    from strato_peft.strato.solvers.knapsack import uniform_fill
+
+    alloc = uniform_fill(problem)
+    return max(alloc.values()) if alloc else fallback
 
 
 def setup(cfg: Any, model: Any) -> tuple[list[ModuleSite], LoraCostModel, Budget]:
@@ -81,7 +92,6 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
 
     s = cfg.peft.strato
     sites, cost_model, budget = setup(cfg, model)
-    alpha = rslora_alpha(cfg.peft.alpha, reference_rank(cfg))
 
     start = time.perf_counter()
     n_batches = 2 if fast_dev_run else s.sensitivity_batches
@@ -92,6 +102,10 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
                          s.max_rank)
     sensitivity_seconds = time.perf_counter() - start
 
+    problem = AllocationProblem(sites=sites, value=lambda site, r: smap.value(site.name, r),
+                                site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
+                                seed=cfg.seed)
+    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
     probe_steps = s.probe_steps or max(10, int(0.05 * total_steps))
     max_probes = s.max_probes
     if fast_dev_run:
@@ -99,9 +113,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     probe_data, _ = validation_split(data, s.validation_examples, cfg.seed)
     probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha)
     archive = GoExploreArchive(sites, probe)
-    problem = AllocationProblem(sites=sites, value=lambda site, r: smap.value(site.name, r),
-                                site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
-                                archive=archive, max_probes=max_probes, seed=cfg.seed)
+    problem.archive, problem.max_probes = archive, max_probes
     solver_name = cfg.peft.solver or "knapsack"
     options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" else {}
     result = get_solver(solver_name)(problem, **options)
@@ -126,5 +138,6 @@ def preview_plan(cfg: Any, model: Any) -> StratoPlan:
     problem = AllocationProblem(sites=sites, value=lambda site, r: float(r * (site.d_in + site.d_out)),
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
     alloc = greedy(problem, problem.value)
-    return StratoPlan(alloc, budget, cost_model.allocation(alloc), rslora_alpha(cfg.peft.alpha, reference_rank(cfg)),
+    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
+    return StratoPlan(alloc, budget, cost_model.allocation(alloc), alpha,
                       "preview (flat value; the search needs weights and data)")
