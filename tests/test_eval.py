@@ -18,9 +18,9 @@ from strato_peft.eval.base import EvalOptions
 from strato_peft.eval.generation import GenerationConfig, generate
 from strato_peft.eval.gsm8k import extract_answer, reference_answer
 from strato_peft.eval.humaneval import pass_at_k
-from strato_peft.eval.mmlu import CATEGORY_OF, pick_shots
+from strato_peft.eval.mmlu import CATEGORY_OF, build_prompt, pick_shots, prompt_parts, shot_order
 from strato_peft.eval.runner import evaluate
-from strato_peft.eval.scoring import loglikelihood, split_tokens
+from strato_peft.eval.scoring import loglikelihood, prefix_loglikelihood, split_tokens
 from strato_peft.eval.target import load_eval_target
 from strato_peft.training.run import train
 
@@ -71,6 +71,32 @@ def test_loglikelihood_matches_direct_computation(llama_run):
         assert res.logprob == pytest.approx(expected, abs=1e-4)
 
 
+def _check_prefix_path(model, tok):
+    prefixes = ["what is two", "the movie is good", "what is tw"]  # 'tw' + 'o plus': tokens merge at the cut
+    suffixes = [" plus three", " plus three equals", " plus", " day and the food is bad bad awful", "o plus"]
+    requests = [(p, s, c) for p in prefixes for s in suffixes for c in (" five", " good", " the answer")]
+    got = prefix_loglikelihood(model, tok, requests, batch_size=3)
+    expected = loglikelihood(model, tok, [(p + s, c) for p, s, c in requests], batch_size=4)
+    for g, e in zip(got, expected):
+        assert g.logprob == pytest.approx(e.logprob, abs=1e-4) and g.is_greedy == e.is_greedy
+
+
+def test_prefix_loglikelihood_equals_loglikelihood(llama_run, monkeypatch):
+    import strato_peft.eval.scoring as scoring
+
+    target = load_eval_target(str(llama_run))  # a peft (LoRA) model on the tiny Llama
+    cached, plain = [], []
+    real_cached, real_plain = scoring._score_after_prefixes, scoring.loglikelihood
+    monkeypatch.setattr(scoring, "_score_after_prefixes",
+                        lambda m, t, groups, *a: (cached.append(len(groups)), real_cached(m, t, groups, *a))[1])
+    monkeypatch.setattr(scoring, "loglikelihood",
+                        lambda m, t, reqs, **kw: (plain.append(len(reqs)), real_plain(m, t, reqs, **kw))[1])
+    _check_prefix_path(target.model, target.tokenizer)
+    # plain: the 15 two-token ' the answer' requests, and the 3 x 2 other ones whose suffix merges with the prefix
+    assert cached == [3] and plain == [21]
+    _check_prefix_path(target.model.get_base_model(), target.tokenizer)
+
+
 def test_batched_left_padded_generation_equals_one_at_a_time(llama_run):
     target = load_eval_target(str(llama_run))
     prompts = ["what is two plus three", "the", "what is the answer is good bad fine", "one two"]
@@ -92,16 +118,39 @@ def test_mmlu_zero_and_few_shot(llama_run):
         assert res.details["shots"] == shots
 
 
-def test_mmlu_shots_come_from_the_same_subject_never_the_question():
+def test_mmlu_shots_are_fixed_per_subject_and_never_the_question():
     from strato_peft.data.sources import load_mmlu_rows
 
     rows = load_mmlu_rows()
     subject = [i for i, r in enumerate(rows) if r["topic"] == "virology"]
-    for asked in subject[:20]:
-        shots = pick_shots(rows, subject, asked, 5, seed=0)
+    order = shot_order(rows, subject, seed=0)
+    assert sorted(order) == subject and order == shot_order(rows, subject, seed=0) != shot_order(rows, subject, 1)
+    fixed = [rows[j] for j in order[:5]]
+    for asked in subject:
+        shots = pick_shots(rows, order, asked, 5)
         assert len(shots) == 5 and all(s["topic"] == "virology" for s in shots)
         assert rows[asked] not in shots
+        if asked not in order[:5]:
+            assert shots == fixed
+        else:  # a fixed shot asked itself: the other four and the sixth of the order
+            assert shots == [rows[j] for j in order[:6] if j != asked]
+    assert pick_shots(rows, order, subject[0], 0) == []
     assert len(CATEGORY_OF) == 57
+
+
+def test_mmlu_prompt_parts_join_to_the_prompt_and_share_a_prefix_per_subject():
+    from strato_peft.data.sources import load_mmlu_rows
+
+    rows = load_mmlu_rows()
+    subject = [i for i, r in enumerate(rows) if r["topic"] == "astronomy"]
+    order = shot_order(rows, subject, seed=0)
+    others = [i for i in subject if i not in order[:3]]
+    parts = [prompt_parts(rows[i], pick_shots(rows, order, i, 3)) for i in others]
+    assert len({shared for shared, _ in parts}) == 1
+    for i, (shared, own) in zip(others, parts):
+        prompt = build_prompt(rows[i], pick_shots(rows, order, i, 3))
+        assert shared + own == prompt and prompt.endswith("Answer:") and prompt.count("Answer:") == 4
+        assert own.startswith("\n\n" + rows[i]["question"])
 
 
 def test_gsm8k_on_tiny_model_scores_the_full_set_for_a_base_model(tiny_root):

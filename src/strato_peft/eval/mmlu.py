@@ -3,8 +3,10 @@
 Prompt (k-shot): "The following are multiple choice questions (with answers) about {subject}.\\n\\n" then k solved
 examples and the question, each "{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:" (solved ones followed by
 " {letter}\\n\\n"); the prediction is the letter among " A".." D" with the highest log-likelihood. The packaged
-MMLU has no dev split, so few-shot examples are other questions of the same subject (never the one asked),
-picked by a seeded shuffle.
+MMLU has no dev split, so, as lm-eval takes the first k dev examples of a subject, the shots are a fixed set per
+subject: the first k questions of a seeded order of that subject's questions, skipping the question asked (so those
+k questions take the (k+1)-th instead of themselves). Every other question of the subject shares one prompt prefix
+(header + k solved examples), whose KV cache is computed once (``prefix_loglikelihood``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from strato_peft.data.sources import MMLU_LETTERS, format_mmlu_question, load_mmlu_rows
 from strato_peft.eval.base import EvalOptions, EvalTask, TaskResult, register_task
-from strato_peft.eval.scoring import loglikelihood
+from strato_peft.eval.scoring import prefix_loglikelihood
 from strato_peft.eval.target import EvalTarget
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -39,14 +41,21 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 CATEGORY_OF = {subject: cat for cat, subjects in CATEGORIES.items() for subject in subjects}
 PROMPT_FORMAT = ("lm-eval-harness MMLU: 'The following are multiple choice questions (with answers) about "
-                 "{subject}.' + k x '{question}\\nA. ..\\nD. ..\\nAnswer: {letter}' + question; loglik of ' A'..' D'")
+                 "{subject}.' + k x '{question}\\nA. ..\\nD. ..\\nAnswer: {letter}' + question; loglik of ' A'..' D'; "
+                 "shots: a fixed k per subject (first k of a seeded order of its questions, never the one asked)")
+
+
+def prompt_parts(row: dict[str, Any], shots: list[dict[str, Any]]) -> tuple[str, str]:
+    """The k-shot prompt for ``row`` split into (header + solved shots, question), the cut placed before the blank
+    line that ends the shared part so that the tokens of the first part are a prefix of those of the whole prompt."""
+    head = f"The following are multiple choice questions (with answers) about {row['topic']}.\n\n"
+    solved = "".join(f"{format_mmlu_question(s)} {s['correct_answer']}\n\n" for s in shots)
+    return (head + solved)[:-2], "\n\n" + format_mmlu_question(row)
 
 
 def build_prompt(row: dict[str, Any], shots: list[dict[str, Any]]) -> str:
     """The k-shot prompt for ``row`` (shots are solved examples of the same subject)."""
-    head = f"The following are multiple choice questions (with answers) about {row['topic']}.\n\n"
-    solved = "".join(f"{format_mmlu_question(s)} {s['correct_answer']}\n\n" for s in shots)
-    return head + solved + format_mmlu_question(row)
+    return "".join(prompt_parts(row, shots))
 
 
 def select_rows(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
@@ -57,11 +66,17 @@ def select_rows(rows: list[dict[str, Any]], limit: int | None, seed: int) -> lis
     return [rows[i] for i in picked]
 
 
-def pick_shots(all_rows: list[dict[str, Any]], same_subject: list[int], asked: int, k: int, seed: int
-               ) -> list[dict[str, Any]]:
-    """k solved examples of the asked question's subject, never the asked question itself (seeded per question)."""
-    pool = [j for j in same_subject if j != asked]
-    return [all_rows[j] for j in random.Random(f"{seed}:{asked}").sample(pool, k)] if k else []
+def shot_order(all_rows: list[dict[str, Any]], same_subject: list[int], seed: int) -> list[int]:
+    """The indices of one subject's questions in the seeded order shots are taken from (seeded by subject name)."""
+    order = list(same_subject)
+    random.Random(f"{seed}:{all_rows[order[0]]['topic']}").shuffle(order)
+    return order
+
+
+def pick_shots(all_rows: list[dict[str, Any]], order: list[int], asked: int, k: int) -> list[dict[str, Any]]:
+    """The first k questions of the subject's ``shot_order`` other than the asked one: the same k for every question
+    of the subject except those k, which each take the (k+1)-th in place of themselves."""
+    return [all_rows[j] for j in order[:k + 1] if j != asked][:k]
 
 
 def max_shots() -> int:
@@ -80,12 +95,12 @@ def run_mmlu(target: EvalTarget, options: EvalOptions) -> TaskResult:
     by_subject: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(all_rows):
         by_subject[r["topic"]].append(i)
+    orders = {subject: shot_order(all_rows, members, options.seed) for subject, members in by_subject.items()}
     index = {id(r): i for i, r in enumerate(all_rows)}
     rows = select_rows(all_rows, options.limit, options.seed)
-    prompts = [build_prompt(r, pick_shots(all_rows, by_subject[r["topic"]], index[id(r)], k, options.seed))
-               for r in rows]
-    requests = [(p, f" {L}") for p in prompts for L in MMLU_LETTERS]
-    scores = loglikelihood(target.model, target.tokenizer, requests, batch_size=options.batch_size)
+    parts = [prompt_parts(r, pick_shots(all_rows, orders[r["topic"]], index[id(r)], k)) for r in rows]
+    requests = [(shared, own, f" {L}") for shared, own in parts for L in MMLU_LETTERS]
+    scores = prefix_loglikelihood(target.model, target.tokenizer, requests, batch_size=options.batch_size)
 
     correct_by: dict[str, list[int]] = defaultdict(list)
     samples = []
