@@ -204,13 +204,15 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         crit = a["original_criteria"] or {}
         ok = "/".join("pass" if (v or {}).get("passed") else "fail" if (v or {}).get("passed") is False else "n/a"
                       for v in crit.values())
-        mean = "n/a" if a["mean"] is None else f"{a['mean']:.2f} +- {a['std'] or 0:.2f}"
+        std = "n/a (1 seed)" if a["std"] is None or a["n"] < 2 else f"{a['std']:.2f}"
+        mean = "n/a" if a["mean"] is None else f"{a['mean']:.2f} +- {std}"
         se = "n/a" if a["sampling_error"] is None else f"{a['sampling_error']:.2f}"
         mem = "n/a" if not a["peak_memory_bytes"] else f"{a['peak_memory_bytes'] / 2**20:.0f} MiB"
         wall = "n/a" if not a["wall_seconds"] else f"{a['wall_seconds']:.0f}"
-        lines.append(f"| {name} | {a['n']} | {mean} | {se} | {a['params'] or 0:,} | {a['adapter_flops'] or 0:,} | "
+        lines.append(f"| {name} | {a['n']} | {mean} | {se} | {int(a['params'] or 0):,} | {int(a['adapter_flops'] or 0):,} | "
                      f"{mem} | {wall} | {ok} |")
-    lines += ["", "Higher bar (STRATO arms):", ""]
+    lines += ["", "Original criteria: efficiency (params <= 0.7x or FLOPs <= 0.8x LoRA r=8) / accuracy (>= LoRA r=8 "
+              "- 0.5) / stability (seed std <= 0.4).", "", "Higher bar (STRATO arms):", ""]
     for name, v in summary["verdicts"].items():
         lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()))
     return "\n".join(lines) + "\n"
@@ -257,6 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "strato_vs_baselines"))
     parser.add_argument("--out", default=str(ROOT / "results" / "strato_vs_baselines"))
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
+    parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     args = parser.parse_args(argv)
 
     summaries, logs = {}, {}
@@ -271,7 +274,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         summaries[task] = summarize(task, runs_dir)
     out = Path(args.out)
     result = {**provenance(args), "tasks": summaries, "run_log": logs}
-    body = "\n".join(markdown(t, s) for t, s in summaries.items())
+    body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())
     write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body)
     pareto_png(summaries, out.with_suffix(".png"))
     print(body)
