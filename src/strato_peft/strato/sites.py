@@ -57,29 +57,16 @@ def adaptable_sites(model: torch.nn.Module, targets: Union[None, str, Sequence[s
     head = output_head(base)
     sites = []
     for name, module in base.named_modules():
-        if not name or module is head or not isinstance(module, (torch.nn.Linear, Conv1D)):
+        inner = getattr(module, "base_layer", module)  # a peft-wrapped layer carries the name, its base_layer the shape
+        if not name or inner is head or not isinstance(inner, (torch.nn.Linear, Conv1D)):
             continue
         parts = name.split(".")
-        if parts[-1] == "base_layer":
-            continue  # a peft-wrapped layer: the wrapper (its parent) carries the name
-        if any(p in OUTPUT_HEAD_NAMES or p.startswith("lora_") or p == "modules_to_save" for p in parts):
+        if parts[-1] == "base_layer" or any(p in OUTPUT_HEAD_NAMES or p.startswith("lora_") or p == "modules_to_save"
+                                            for p in parts):
             continue
-        kind = parts[-1]
-        if not _matches(name, kind, targets):
-            continue
-        d_in, d_out, conv = _shape(module)
-        m = _LAYER.search("." + name + ".")
-        sites.append(ModuleSite(name, kind, int(m.group(1)) if m else None, d_in, d_out, conv))
-    # peft-wrapped layers: the LoraLayer wrapper is not a Linear; take the shape from its base_layer
-    for name, module in base.named_modules():
-        inner = getattr(module, "base_layer", None)
-        if inner is None or not isinstance(inner, (torch.nn.Linear, Conv1D)) or not name:
-            continue
-        parts = name.split(".")
-        if any(p in OUTPUT_HEAD_NAMES for p in parts) or not _matches(name, parts[-1], targets):
+        if not _matches(name, parts[-1], targets):
             continue
         d_in, d_out, conv = _shape(inner)
         m = _LAYER.search("." + name + ".")
         sites.append(ModuleSite(name, parts[-1], int(m.group(1)) if m else None, d_in, d_out, conv))
-    order = {n: i for i, (n, _) in enumerate(base.named_modules())}
-    return sorted(sites, key=lambda s: order.get(s.name, 0))
+    return sites
