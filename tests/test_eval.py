@@ -192,6 +192,52 @@ def test_perplexity_of_a_run(llama_run, tmp_path):
     assert content["tasks"]["perplexity"]["n"] == 8
 
 
+def test_exact_match_scores_the_run_held_out_split_with_the_training_prompt(llama_run, tmp_path, monkeypatch):
+    """The held-out prompts are rendered as in training; strict and normalized matches are counted exactly."""
+    import strato_peft.eval.exact_match as em
+    from strato_peft.data import load_task_data
+
+    target = load_eval_target(checkpoint=str(llama_run), model=None)
+    held = load_task_data(target.run_config.task, target.run_config.seed).eval
+    seen = {}
+
+    def fake_generate(model, tok, prompts, config, **kw):
+        seen["prompts"], seen["budget"] = list(prompts), config.max_new_tokens
+        refs = [str(r["response"]) for r in held]
+        # first half right; one normalizes to the reference ("The X." vs "x"); the rest wrong
+        outs = [f"  {r} " for r in refs[:4]] + [f"The {refs[4].upper()}."] + ["wrong"] * (len(refs) - 5)
+        return [[o] for o in outs]
+
+    monkeypatch.setattr(em, "generate", fake_generate)
+    _, content = evaluate(["exact_match"], EvalOptions(), checkpoint=str(llama_run), output_dir=str(tmp_path))
+    res = content["tasks"]["exact_match"]
+    assert res["n"] == len(held) == 8
+    assert res["metrics"]["exact_match"] == pytest.approx(4 / 8)
+    assert res["metrics"]["exact_match_normalized"] == pytest.approx(5 / 8)
+    chat = em.uses_chat_template(target.tokenizer, target.run_config.task)
+    messages = [[{"role": "user", "content": r["prompt"]}] for r in held]
+    assert chat and seen["prompts"] == [target.tokenizer.apply_chat_template(m, tokenize=False,
+                                                                             add_generation_prompt=True)
+                                        for m in messages]
+    assert em.render_prompt(target.tokenizer, held[0], False, None) == f"{held[0]['prompt']}\n"
+    assert seen["budget"] > 8
+
+
+def test_exact_match_on_a_real_tiny_model_and_its_bad_input(llama_run, tiny_root, tmp_path, capsys):
+    _, content = evaluate(["exact_match"], EvalOptions(limit=3), checkpoint=str(llama_run), output_dir=str(tmp_path))
+    assert content["tasks"]["exact_match"]["n"] == 3
+    assert 0.0 <= content["tasks"]["exact_match"]["metrics"]["exact_match"] <= 1.0
+    code, _, err = cli(["eval", "--model", str(tiny_root / "llama"), "--tasks", "exact_match"], capsys)
+    assert code == 2 and "exact_match needs --checkpoint" in error_line(err)
+
+
+@pytest.mark.parametrize("text, expected", [("The Answer.", "answer"), ("  a  b,c ", "bc"), ("Yes!", "yes")])
+def test_exact_match_normalization(text, expected):
+    from strato_peft.eval.exact_match import normalize_answer
+
+    assert normalize_answer(text) == expected
+
+
 # ---- pass@k ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, c, k", [(1, 1, 1), (1, 0, 1), (10, 3, 1), (10, 3, 5), (20, 0, 10), (20, 15, 10)])
