@@ -7,8 +7,17 @@ so an interrupted benchmark resumes where it stopped. The summary goes to
 ``bench/results/strato_vs_baselines.{json,md,png}``.
 
 Tasks:
-  tweets  all-MiniLM-L6 on tweet-sentiment (3 classes), 3,000 training tweets, 2 epochs, lr 5e-4; scored by accuracy
-          on the fixed 8,000-tweet held-out split (the same split for every arm and seed).
+  tweets    all-MiniLM-L6 on tweet-sentiment (3 classes), 3,000 training tweets, 2 epochs, lr 5e-4; scored by
+            accuracy on the fixed 8,000-tweet held-out split (the same split for every arm and seed).
+  addition  SmolLM2-135M-Instruct SFT on BIG-bench's unnatural_addition_2_digit ("45 - 15 =" -> "60": the minus sign
+            means plus), 2,000 training rows, 2 epochs, lr 5e-4, chat template; scored by exact match of greedy
+            generations on a fixed 4,000-row held-out split (of 8,100; the same for every arm and seed). Chosen
+            because the rule contradicts what the model knows (the base model answers the subtraction), so only
+            training moves the score, and it needs 2-digit arithmetic, which a 135M model does imperfectly, so the
+            score depends on how much the adapter can learn; 8,100 rows allow a 4,000-row held-out set (sampling
+            error <= 0.8 points) with 2,000 training rows left over, and answers are unambiguous numbers.
+            Needs the bigbench tarball (see data/sources.py; STRATO_BIGBENCH_TARBALL may point at a small
+            tarball holding only this task).
 
 Arms: LoRA on all linear layers at r = 1, 2, 4, 8, 16 (the frontier), LoRA q,v r=8 (the original's baseline), LoRA
 MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA at half rank (r=4, all linear), and
@@ -17,6 +26,8 @@ STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params.
     python bench/strato_vs_baselines.py --task tweets            # everything (hours on 2 CPU cores)
     python bench/strato_vs_baselines.py --task tweets --arms lora_all_r8 strato_knapsack_b0.5 --seeds 42
     python bench/strato_vs_baselines.py --task tweets --summarize-only
+    python bench/strato_vs_baselines.py --task addition --base-model --seeds 42   # also score the untrained model
+    (one process per seed, run side by side, shares a GPU; the summary covers every task that has runs)
 """
 
 from __future__ import annotations
@@ -51,6 +62,21 @@ TASKS: dict[str, dict[str, Any]] = {
         "attention": ["query", "key", "value"],
         "mlp_regex": r".*\.layer\.\d+\.(intermediate|output)\.dense",
         "score_scale": 100.0,  # accuracy in points
+    },
+    "addition": {
+        "base": {
+            "model": {"name": "smollm2-135m"},
+            "peft": {"method": "lora", "rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+            "task": {"name": "bigbench:unnatural_in_context_learning/unnatural_addition_2_digit", "max_length": 64,
+                     "train_size": 2000, "eval_size": 4000, "eval_tasks": ["exact_match"]},
+            "training": {"batch_size": 32, "learning_rate": 5.0e-4, "num_epochs": 2, "logging_steps": 10,
+                         "save_steps": 10_000},
+            "logging": {"tensorboard": False, "wandb": False},
+        },
+        "metric": "exact_match/exact_match",
+        "attention": ["q_proj", "k_proj", "v_proj"],
+        "mlp_regex": r".*\.mlp\.(gate_proj|up_proj|down_proj)",
+        "score_scale": 100.0,  # exact match in points
     },
 }
 
@@ -160,6 +186,34 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def base_model_score(task: str, runs_dir: Path) -> dict[str, Any]:
+    """The untrained model's score on the task's held-out split (the floor training must lift), cached in
+    ``runs_dir/base_model_eval.json``."""
+    import json
+
+    from strato_peft.eval.base import EvalOptions, get_task
+    from strato_peft.eval.target import EvalTarget
+    from strato_peft.models import load_model, load_tokenizer
+    from strato_peft.outputs import atomic_write_json
+    from strato_peft.platform import default_weight_dtype, resolve_platform
+
+    path = runs_dir / "base_model_eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    cfg = arm_config(task, REFERENCE_ARM, {}, 42, runs_dir)
+    eval_task, metric = TASKS[task]["metric"].split("/", 1)
+    platform = resolve_platform(cfg.device_info.device_type, cfg.device_info.mixed_precision)
+    start = time.time()
+    model = load_model(cfg.model, "causal_lm", None, platform.device, default_weight_dtype(platform.device))
+    target = EvalTarget(model.eval(), load_tokenizer(cfg.model), "causal_lm", {"base_model": cfg.model.name},
+                        run_config=cfg)
+    res = get_task(eval_task).run(target, EvalOptions(batch_size=64))
+    out = {"metric": TASKS[task]["metric"], "value": res.metrics[metric], "n": res.n, "prompt_format": res.prompt_format,
+           "seconds": time.time() - start, "device": str(platform.device)}
+    atomic_write_json(path, out)
+    return out
+
+
 def _held_out_size(run_dir: Path) -> Optional[int]:
     import json
 
@@ -211,6 +265,9 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         wall = "n/a" if not a["wall_seconds"] else f"{a['wall_seconds']:.0f}"
         lines.append(f"| {name} | {a['n']} | {mean} | {se} | {int(a['params'] or 0):,} | {int(a['adapter_flops'] or 0):,} | "
                      f"{mem} | {wall} | {ok} |")
+    if summary.get("base_model"):
+        b = summary["base_model"]
+        lines += ["", f"Untrained model: {b['value'] * 100:.2f} ({b['metric']}, n = {b['n']}, {b['prompt_format']})."]
     lines += ["", "Original criteria: efficiency (params <= 0.7x or FLOPs <= 0.8x LoRA r=8) / accuracy (>= LoRA r=8 "
               "- 0.5) / stability (seed std <= 0.4).", "", "Higher bar (STRATO arms):", ""]
     for name, v in summary["verdicts"].items():
@@ -260,6 +317,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "strato_vs_baselines"))
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
+    parser.add_argument("--base-model", action="store_true",
+                        help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
     args = parser.parse_args(argv)
 
     summaries, logs = {}, {}
@@ -269,9 +328,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         unknown = sorted(set(names) - set(arms(task)))
         if unknown:
             parser.error(f"--arms: unknown {unknown}; expected among {list(arms(task))}")
+        if args.base_model and not args.summarize_only and TASKS[task]["metric"].startswith("exact_match"):
+            base_model_score(task, runs_dir)
         if not args.summarize_only:
             logs[task] = run_arms(task, names, args.seeds, runs_dir)
-        summaries[task] = summarize(task, runs_dir)
+    for task in TASKS:  # the report covers every task that has runs, not only the ones run now
+        runs_dir = Path(args.runs_dir) / task
+        if runs_dir.is_dir():
+            summaries[task] = summarize(task, runs_dir)
+            if (runs_dir / "base_model_eval.json").is_file():
+                summaries[task]["base_model"] = base_model_score(task, runs_dir)
     out = Path(args.out)
     result = {**provenance(args), "tasks": summaries, "run_log": logs}
     body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())

@@ -51,8 +51,10 @@ def test_classification_labels_from_strings_and_label_names(tmp_path):
 
 
 def test_bigbench_task_from_tarball(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
     task = {"examples": [{"input": f"q{i}", "target_scores": {"yes": 0, "no": 1}} for i in range(5)]
-            + [{"input": "q5", "target": ["maybe"]}]}
+            + [{"input": "q5", "target": ["maybe"]}], "example_input_prefix": "Today I ",
+            "example_output_prefix": ". Yesterday I "}
     tar_path = tmp_path / "bigbench-1.0.0.tar.gz"
     payload = json.dumps(task).encode()
     with tarfile.open(tar_path, "w:gz") as tf:
@@ -62,6 +64,9 @@ def test_bigbench_task_from_tarball(tmp_path, monkeypatch):
     monkeypatch.setenv("STRATO_BIGBENCH_TARBALL", str(tar_path))
     src = load_source(TaskConfig(name="bigbench:toy_task"))
     assert [r["response"] for r in src.rows] == ["no"] * 5 + ["maybe"]
+    assert src.rows[0]["prompt"] == "Today I q0. Yesterday I"  # BIG-bench's own prefixes, stripped
+    assert len(list((tmp_path / "cache" / "bigbench").glob("toy_task.*.json"))) == 1  # extracted once
+    assert load_source(TaskConfig(name="bigbench:toy_task")).rows == src.rows
     with pytest.raises(DataError, match="no JSON task 'nope'"):
         load_source(TaskConfig(name="bigbench:nope"))
     monkeypatch.setenv("STRATO_BIGBENCH_TARBALL", str(tmp_path / "missing.tar.gz"))

@@ -80,7 +80,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a run folder (results/...) or an adapter folder")
     parser.add_argument("--model", help="a base model: packaged short name, hub id or local folder")
     parser.add_argument("--tasks", default="mmlu", help="comma-separated: mmlu, gsm8k, humaneval, classification, "
-                        "perplexity (default: mmlu)")
+                        "exact_match, perplexity (default: mmlu)")
     parser.add_argument("--limit", type=int, help="score at most N examples per task")
     parser.add_argument("--shots", type=int, help="few-shot examples (default: 5 for mmlu, 0 otherwise)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size for scoring and generation")

@@ -177,7 +177,7 @@ class TaskConfig(_Section):
     label_names: Optional[list[str]] = Field(None, description="Classification: class names in label-id order.")
     eval_tasks: list[str] = Field(
         default_factory=list, description="Evaluation tasks run on the trained model at the end of training (mmlu, "
-        "gsm8k, humaneval, classification, perplexity); results go to the run's eval_results.json."
+        "gsm8k, humaneval, classification, exact_match, perplexity); results go to the run's eval_results.json."
     )
     eval_limit: Optional[int] = Field(None, gt=0, description="Score at most this many examples per eval task.")
 

@@ -7,6 +7,7 @@ Every source yields rows with canonical columns: ``prompt``/``response`` (or ``t
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -109,15 +110,42 @@ def bigbench_tarball() -> Path:
     return path
 
 
+def _bigbench_task_json(task_name: str) -> dict[str, Any]:
+    """A BIG-bench JSON task, read from the tarball once and then from its extracted copy in the cache."""
+    from strato_peft.outputs import atomic_write_text
+    from strato_peft.paths import cache_dir
+
+    tarball = bigbench_tarball()
+    stat = tarball.stat()
+    tag = hashlib.sha256(f"{tarball.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cached = cache_dir() / "bigbench" / f"{slug_task(task_name)}.{tag}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    suffix = f"bigbench/benchmark_tasks/{task_name}/task.json"
+    with tarfile.open(tarball) as tf:
+        member = next((m for m in tf if m.name.endswith(suffix)), None)
+        if member is None:
+            raise DataError(f"task.name: BIG-bench has no JSON task {task_name!r} in {tarball}")
+        text = tf.extractfile(member).read().decode("utf-8")
+    atomic_write_text(cached, text)
+    return json.loads(text)
+
+
+def slug_task(task_name: str) -> str:
+    """A BIG-bench task path ('a/b') as one file name ('a__b')."""
+    return task_name.replace("/", "__")
+
+
+def bigbench_prompt(data: dict[str, Any], example: dict[str, Any]) -> str:
+    """The zero-shot prompt BIG-bench builds for a JSON task: task prefix + input prefix + input + output prefix
+    (BIG-bench's defaults '\\nQ: ' and '\\nA: ' where the task sets none), stripped."""
+    return (str(data.get("task_prefix", "")) + str(data.get("example_input_prefix", "\nQ: ")) + str(example["input"])
+            + str(data.get("example_output_prefix", "\nA: "))).strip()
+
+
 def _bigbench(task_name: str) -> Callable[[TaskConfig], SourceData]:
     def load(task: TaskConfig) -> SourceData:
-        tarball = bigbench_tarball()
-        suffix = f"bigbench/benchmark_tasks/{task_name}/task.json"
-        with tarfile.open(tarball) as tf:
-            member = next((m for m in tf.getmembers() if m.name.endswith(suffix)), None)
-            if member is None:
-                raise DataError(f"task.name: BIG-bench has no JSON task {task_name!r} in {tarball}")
-            data = json.load(tf.extractfile(member))
+        data = _bigbench_task_json(task_name)
         rows = []
         for ex in data.get("examples", []):
             target = ex.get("target")
@@ -126,7 +154,7 @@ def _bigbench(task_name: str) -> Callable[[TaskConfig], SourceData]:
             if target is None and ex.get("target_scores"):
                 target = max(ex["target_scores"], key=ex["target_scores"].get)
             if target is not None:
-                rows.append({"prompt": ex["input"], "response": str(target)})
+                rows.append({"prompt": bigbench_prompt(data, ex), "response": str(target)})
         return SourceData(rows, "causal_lm", f"BIG-bench {task_name} ({len(rows)} examples)")
 
     return load
