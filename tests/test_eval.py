@@ -22,7 +22,7 @@ from strato_peft.eval.mmlu import CATEGORY_OF, build_prompt, pick_shots, prompt_
 from strato_peft.eval.runner import evaluate
 from strato_peft.eval.scoring import loglikelihood, prefix_loglikelihood, split_tokens
 from strato_peft.eval.target import load_eval_target
-from strato_peft.training.run import train
+from strato_peft.training.run import TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +311,28 @@ def test_training_config_can_name_eval_tasks(make_config, capsys, tmp_path):
     code, _, err = cli(["train", "--config", str(path)], capsys)
     assert code == 2 and "unknown task 'nope'" in error_line(err)
     assert not Path(bad.logging.output_dir).exists()
+
+
+def test_a_run_is_complete_only_with_its_eval_tasks(make_config, monkeypatch):
+    """Evaluations run before the run folder is moved into place: an interrupted one leaves no complete run."""
+    import strato_peft.eval.runner as runner
+    from strato_peft.outputs import RunDirectory, run_dir_for
+
+    cfg = make_config("llama", "lora", task={"eval_tasks": ["perplexity"], "eval_limit": 2})
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    run = RunDirectory(run_dir_for(cfg))
+    assert not run.final.exists() and not run.is_complete()
+    monkeypatch.undo()
+    result = train(cfg, TrainOptions(overwrite=True))
+    content = json.loads((result.run_dir / "eval_results.json").read_text())
+    assert content["tasks"]["perplexity"]["n"] == 2 and run.is_complete()
+    assert content["model"]["adapter"] == str(result.run_dir / "adapter")
 
 
 def test_gsm8k_scores_exactly_the_held_out_split_of_a_gsm8k_run():

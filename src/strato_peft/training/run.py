@@ -209,25 +209,28 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     }
     write_config(run.staging / "config_used.yaml", cfg)
     atomic_write_json(run.staging / "metrics.json", metrics)
+    if cfg.task.eval_tasks:  # before finalize: a run is complete only with the evaluations its config asks for
+        _evaluate_after_training(cfg, trainer.model, tokenizer, task_type, run.staging, run.final,
+                                 options.fast_dev_run)
     final = run.finalize()
-    if cfg.task.eval_tasks:
-        _evaluate_after_training(cfg, trainer.model, tokenizer, task_type, final, options.fast_dev_run)
     return RunResult(final, metrics, model=trainer.model, tokenizer=tokenizer)
 
 
-def _evaluate_after_training(cfg: StratoConfig, model: Any, tokenizer: Any, task_type: str, run_dir: Path,
-                             fast_dev_run: bool) -> None:
-    """Run the config's ``task.eval_tasks`` on the trained model; results go to the run's eval_results.json."""
+def _evaluate_after_training(cfg: StratoConfig, model: Any, tokenizer: Any, task_type: str, staging: Path,
+                             final: Path, fast_dev_run: bool) -> None:
+    """Run the config's ``task.eval_tasks`` on the trained model; results go to eval_results.json in the run's
+    staging folder, which becomes the run folder once they are written."""
     from strato_peft.eval import EvalOptions
     from strato_peft.eval.runner import evaluate
     from strato_peft.eval.target import EvalTarget
 
     model.eval()
-    identity = {"base_model": cfg.model.path or cfg.model.name, "adapter": str(run_dir / "adapter"),
+    identity = {"base_model": cfg.model.path or cfg.model.name, "adapter": str(final / "adapter"),
                 "evaluated": "in memory, right after training"}
-    target = EvalTarget(model, tokenizer, task_type, identity, run_dir=run_dir, run_config=cfg)
-    evaluate(cfg.task.eval_tasks, EvalOptions(limit=8 if fast_dev_run else cfg.task.eval_limit), target=target,
-             output_dir=str(run_dir))
+    target = EvalTarget(model, tokenizer, task_type, identity, run_dir=staging, run_config=cfg)
+    batch = cfg.training.eval_batch_size or cfg.training.batch_size
+    evaluate(cfg.task.eval_tasks, EvalOptions(limit=8 if fast_dev_run else cfg.task.eval_limit, batch_size=batch),
+             target=target, output_dir=str(staging))
 
 
 def dry_run(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> dict[str, Any]:
