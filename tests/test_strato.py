@@ -250,6 +250,42 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
         torch.testing.assert_close(reloaded(**enc).logits, result.model(**enc).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_root, monkeypatch):
+    """A probe tokenizes only steps x batch rows, the same rows for every candidate; so does the sensitivity pass."""
+    import strato_peft.strato.probe as probe_mod
+    from strato_peft.data import load_task_data
+
+    cfg = make_config("llama", "strato", training={"batch_size": 2, "gradient_accumulation_steps": 2})
+    data = load_task_data(cfg.task, cfg.seed)
+    seen = []
+
+    class Fake:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def train(self):
+            pass
+
+        def evaluate(self):
+            return {"eval_loss": 1.5}
+
+        def get_train_dataloader(self):
+            return iter([{"input_ids": torch.ones(2, 3)}] * 10)
+
+    def fake_trainer(cfg_, model, tok, data_, platform, workdir, steps, callbacks=()):
+        seen.append([r["prompt"] for r in data_.train])
+        return Fake(data_.train)
+
+    monkeypatch.setattr(probe_mod, "_trainer", fake_trainer)
+    probe = probe_mod.make_probe(cfg, tiny_llama(), None, data, None, steps=2, alpha=4.0)
+    site = adaptable_sites(tiny_llama())[0]
+    out = [probe({site.name: 2}), probe({site.name: 4})]
+    assert [o.score for o in out] == [-1.5, -1.5]
+    assert seen[0] == seen[1] == [r["prompt"] for r in data.train[:8]]  # 2 steps x batch 2 x accumulation 2
+    batches = probe_mod.sensitivity_batches(cfg, None, None, data, None, n=3)
+    assert len(batches) == 3 and seen[2] == [r["prompt"] for r in data.train[:12]]
+
+
 def test_strato_dry_run_prints_the_budget(make_config, tmp_path, capsys):
     import yaml
 

@@ -32,6 +32,14 @@ def validation_split(data: Any, n: int, seed: int) -> tuple[Any, Any]:
     return replace(data, train=rest, eval=val), replace(data, train=val, eval=val)
 
 
+def first_rows_for(data: Any, cfg: Any, steps: int) -> Any:
+    """``data`` cut to the training rows ``steps`` optimizer steps consume: a probe or the sensitivity pass then
+    tokenizes only those (not the whole set each time), and every probe sees the same rows in the same order, so
+    candidates differ by their allocation alone."""
+    t = cfg.training
+    return replace(data, train=list(data.train[: max(1, steps) * t.batch_size * t.gradient_accumulation_steps]))
+
+
 def _trainer(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, workdir: Path, steps: int,
              callbacks: Sequence[Any] = ()) -> Any:
     from strato_peft.training.arguments import common_arguments
@@ -46,9 +54,10 @@ def _trainer(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, wor
 
 def sensitivity_batches(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, n: int
                         ) -> list[Mapping[str, Any]]:
-    """The first ``n`` training batches exactly as the trainer collates them (same tokenisation and masking)."""
+    """``n`` training batches (of the first rows ``n`` steps use) exactly as the trainer collates them (same
+    tokenisation and masking)."""
     with tempfile.TemporaryDirectory(prefix="strato-sens-") as tmp:
-        trainer = _trainer(cfg, model, tokenizer, data, platform, Path(tmp), steps=1)
+        trainer = _trainer(cfg, model, tokenizer, first_rows_for(data, cfg, n), platform, Path(tmp), steps=1)
         batches = []
         for batch in trainer.get_train_dataloader():
             batches.append({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
@@ -63,6 +72,8 @@ def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data
     minus the validation loss (probe_data.eval) as its score."""
     from strato_peft.methods.base import peft_task_type
     from strato_peft.training.seed import seed_everything
+
+    probe_data = first_rows_for(probe_data, cfg, steps)
 
     def probe(allocation: Mapping[str, int]) -> ProbeOutcome:
         from peft import get_peft_model
