@@ -131,8 +131,12 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     return validate_config(data)
 
 
-def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path) -> list[dict[str, Any]]:
-    """Train every arm x seed that is not complete yet; one failure does not stop the others."""
+def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True
+             ) -> list[dict[str, Any]]:
+    """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
+    each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own."""
+    import subprocess
+
     from strato_peft.outputs import RunDirectory, run_dir_for
     from strato_peft.training.run import TrainOptions, train
 
@@ -148,7 +152,11 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path) -> l
             print(f"[run]  {arm} seed {seed}", flush=True)
             start = time.time()
             try:
-                train(cfg, TrainOptions(no_wandb=True, overwrite=run.final.exists() or run.staging.exists()))
+                if isolate:
+                    subprocess.run([sys.executable, __file__, "--task", task, "--arms", arm, "--seeds", str(seed),
+                                    "--runs-dir", str(runs_dir.parent), "--in-process"], check=True)
+                else:
+                    train(cfg, TrainOptions(no_wandb=True, overwrite=run.final.exists() or run.staging.exists()))
                 log.append({"arm": arm, "seed": seed, "status": "done", "seconds": time.time() - start})
             except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
                 log.append({"arm": arm, "seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
@@ -169,6 +177,7 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
         runs = [r for r in comparison["runs"] if r["configuration"] == name and r["status"] == "complete"
                 and spec["metric"] in r["metrics"]]
         n_eval = _held_out_size(runs_dir / runs[0]["path"]) if runs else None
+        own_peak = all(_peak_is_the_runs_own(runs_dir / r["path"]) for r in runs)
         mean = row["mean"]
         summary["arms"][name] = {
             "n": row["n"], "mean": None if mean is None else mean * scale,
@@ -178,7 +187,8 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
             "sampling_error": None if mean is None or not n_eval else
             scale * math.sqrt(mean * (1 - mean) / n_eval),
             "params": row.get("trainable_params"), "adapter_flops": row.get("adapter_flops_per_token"),
-            "peak_memory_bytes": row.get("peak_memory_bytes"), "wall_seconds": row.get("wall_time_seconds"),
+            "peak_memory_bytes": row.get("peak_memory_bytes") if own_peak else None,
+            "wall_seconds": row.get("wall_time_seconds"),
             "original_criteria": row.get("verdicts"),
         }
     summary["verdicts"] = higher_bar(summary["arms"])
@@ -212,6 +222,17 @@ def base_model_score(task: str, runs_dir: Path) -> dict[str, Any]:
            "seconds": time.time() - start, "device": str(platform.device)}
     atomic_write_json(path, out)
     return out
+
+
+def _peak_is_the_runs_own(run_dir: Path) -> bool:
+    """Runs recorded before the memory scope was (all arms of one process in sequence) carry the process's peak
+    over every earlier arm: such a figure is left out rather than reported as the arm's."""
+    import json
+
+    try:
+        return "runs_before_in_process" in json.loads((run_dir / "metrics.json").read_text())["peak_memory"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _held_out_size(run_dir: Path) -> Optional[int]:
@@ -261,13 +282,16 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         std = "n/a (1 seed)" if a["std"] is None or a["n"] < 2 else f"{a['std']:.2f}"
         mean = "n/a" if a["mean"] is None else f"{a['mean']:.2f} +- {std}"
         se = "n/a" if a["sampling_error"] is None else f"{a['sampling_error']:.2f}"
-        mem = "n/a" if not a["peak_memory_bytes"] else f"{a['peak_memory_bytes'] / 2**20:.0f} MiB"
+        mem = "n/a*" if not a["peak_memory_bytes"] else f"{a['peak_memory_bytes'] / 2**20:.0f} MiB"
         wall = "n/a" if not a["wall_seconds"] else f"{a['wall_seconds']:.0f}"
         lines.append(f"| {name} | {a['n']} | {mean} | {se} | {int(a['params'] or 0):,} | {int(a['adapter_flops'] or 0):,} | "
                      f"{mem} | {wall} | {ok} |")
     if summary.get("base_model"):
         b = summary["base_model"]
         lines += ["", f"Untrained model: {b['value'] * 100:.2f} ({b['metric']}, n = {b['n']}, {b['prompt_format']})."]
+    if any(not a["peak_memory_bytes"] for a in summary["arms"].values()):
+        lines += ["", "n/a*: these runs shared one process with the arms before them, so the recorded peak was the "
+                  "process's over all of them, not the arm's own; left out (runs now get a process each)."]
     lines += ["", "Original criteria: efficiency (params <= 0.7x or FLOPs <= 0.8x LoRA r=8) / accuracy (>= LoRA r=8 "
               "- 0.5) / stability (seed std <= 0.4).", "", "Higher bar (STRATO arms):", ""]
     for name, v in summary["verdicts"].items():
@@ -292,14 +316,24 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
         frontier = sorted((a["params"], a["mean"]) for k, a in arms_.items() if k.startswith("lora_all_r"))
         if frontier:
             ax.plot(*zip(*frontier), "-", color="grey", label="LoRA all-linear frontier")
-        for k, a in arms_.items():
+        colors = plt.get_cmap("tab20").colors
+        # the axis spans the frontier's range; arms far below it are named in a corner instead of squashing it
+        floor = min(m for _, m in frontier) - 3.0 if frontier else min(a["mean"] for a in arms_.values())
+        below = []
+        for i, (k, a) in enumerate(sorted(arms_.items())):
+            if a["mean"] < floor:
+                below.append(f"{k}: {a['mean']:.1f}")
+                continue
             ax.errorbar(a["params"], a["mean"], yerr=a["std"] or 0, fmt="o" if k.startswith("strato") else "s",
-                        capsize=3, label=k)
+                        capsize=3, label=k, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
+        if below:
+            ax.text(0.02, 0.97, "below the axis: " + ", ".join(below), transform=ax.transAxes, fontsize=7, va="top")
+        ax.set_ylim(bottom=floor)
         ax.set_xscale("log")
         ax.set_xlabel("trainable params")
         ax.set_ylabel("held-out score")
         ax.set_title(task)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -317,6 +351,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "strato_vs_baselines"))
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
+    parser.add_argument("--in-process", action="store_true",
+                        help="train in this process and write no summary (what each isolated run executes)")
     parser.add_argument("--base-model", action="store_true",
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
     args = parser.parse_args(argv)
@@ -331,7 +367,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.base_model and not args.summarize_only and TASKS[task]["metric"].startswith("exact_match"):
             base_model_score(task, runs_dir)
         if not args.summarize_only:
-            logs[task] = run_arms(task, names, args.seeds, runs_dir)
+            logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process)
+    if args.in_process:
+        return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now
         runs_dir = Path(args.runs_dir) / task
         if runs_dir.is_dir():

@@ -86,6 +86,34 @@ def test_collect_reads_metrics_costs_and_eval_results(tmp_path):
     assert (runs["lora_r8_seed43"].peak_memory_bytes, runs["lora_r8_seed43"].peak_memory_kind) == (2**30, "cpu")
 
 
+def test_peak_memory_is_taken_only_where_it_is_the_runs_own(tmp_path):
+    """A scoped device peak is the run's; a CPU RSS peak only in a process's first run; unscoped (older) figures
+    are taken as they are."""
+    def scoped(name: str, peak: dict) -> None:
+        d = write_run(tmp_path, name, acc=0.5)
+        m = json.loads((d / "metrics.json").read_text())
+        m["peak_memory"] = peak
+        (d / "metrics.json").write_text(json.dumps(m))
+
+    scoped("a_seed1", {"cpu_max_rss_bytes": 5, "device_peak_allocated_bytes": 7, "device_peak_scope": "this run",
+                       "runs_before_in_process": 3})
+    scoped("b_seed1", {"cpu_max_rss_bytes": 5, "device_peak_allocated_bytes": None, "runs_before_in_process": 0})
+    scoped("c_seed1", {"cpu_max_rss_bytes": 5, "device_peak_allocated_bytes": None, "runs_before_in_process": 2})
+    runs = {r.run_name: r for r in collect_runs(tmp_path)}
+    assert (runs["a_seed1"].peak_memory_bytes, runs["a_seed1"].peak_memory_kind) == (7, "device")
+    assert (runs["b_seed1"].peak_memory_bytes, runs["b_seed1"].peak_memory_kind) == (5, "cpu")
+    assert runs["c_seed1"].peak_memory_bytes is None and "earlier runs" in " ".join(runs["c_seed1"].notes)
+
+
+def test_train_records_whose_peak_memory_it_is(make_config):
+    from strato_peft.provenance import start_memory_window
+    from strato_peft.training.run import train
+
+    before = start_memory_window() + 1  # this call counts as one run start too
+    m = train(make_config("llama", "lora")).metrics["peak_memory"]
+    assert m["runs_before_in_process"] == before and m["device_peak_scope"] is None  # CPU: no device peak
+
+
 def test_missing_corrupt_and_partial_runs_are_reported_and_excluded(tmp_path):
     write_config(tmp_path, "lora_r8", [0.50, 0.60])
     task = tmp_path / "m" / "t"

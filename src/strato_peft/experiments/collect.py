@@ -128,10 +128,13 @@ def _read_metrics(record: RunRecord, path: Path) -> None:
     record.adapter_flops_per_token = _number(cost.get("adapter_flops_per_token"))
     peak = data.get("peak_memory") if isinstance(data.get("peak_memory"), dict) else {}
     device, cpu = _number(peak.get("device_peak_allocated_bytes")), _number(peak.get("cpu_max_rss_bytes"))
-    if device is not None:
+    scoped = "runs_before_in_process" in peak  # runs written before the scope was recorded: taken as they are
+    if device is not None and (not scoped or peak.get("device_peak_scope") == "this run"):
         record.peak_memory_bytes, record.peak_memory_kind = device, "device"
-    elif cpu is not None:
+    elif cpu is not None and (not scoped or peak.get("runs_before_in_process") == 0):
         record.peak_memory_bytes, record.peak_memory_kind = cpu, "cpu"
+    elif cpu is not None:
+        record.notes.append("peak memory left out: the CPU's peak RSS includes earlier runs of the same process")
     record.wall_time_seconds = _number(data.get("wall_time_seconds"))
 
 

@@ -27,7 +27,7 @@ from strato_peft.methods.base import MethodContext, MethodSpec, RunInputs
 from strato_peft.methods.registry import get_method
 from strato_peft.outputs import RunDirectory, atomic_write_json, run_dir_for, write_config
 from strato_peft.platform import PlatformInfo, default_weight_dtype, resolve_platform
-from strato_peft.provenance import git_commit, library_versions, peak_memory
+from strato_peft.provenance import git_commit, library_versions, peak_memory, start_memory_window
 
 
 @dataclass
@@ -120,6 +120,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
 
     options = options or TrainOptions()
     started = time.time()
+    runs_before = start_memory_window()
     platform = resolve_platform(cfg.device_info.device_type, cfg.device_info.mixed_precision, options.platform)
     run = RunDirectory(run_dir_for(cfg, options.output_dir))
     run.check(options.overwrite, options.resume)
@@ -200,7 +201,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
                  "memory_estimate_bytes": costs.memory_estimate_bytes,
                  "memory_breakdown": costs.memory_breakdown},
         **method_ctx.artifacts,
-        "peak_memory": peak_memory(),
+        "peak_memory": peak_memory(runs_before),
         "wall_time_seconds": time.time() - started,
         "platform": platform.as_dict(),
         "data": data.info,
