@@ -168,8 +168,11 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
     """Per-arm statistics (via strato compare's machinery) and the verdicts of the issue."""
     from strato_peft.experiments.compare import build_comparison
 
+    from strato_peft.experiments.collect import collect_runs
+
     spec = TASKS[task]
-    comparison = build_comparison(runs_dir, baseline=REFERENCE_ARM, metric=spec["metric"])
+    have_ref = any(r.configuration == REFERENCE_ARM for r in collect_runs(runs_dir))
+    comparison = build_comparison(runs_dir, baseline=REFERENCE_ARM if have_ref else None, metric=spec["metric"])
     rows = {row["name"]: row for row in comparison["configurations"]}
     scale = spec["score_scale"]
     summary: dict[str, Any] = {"arms": {}, "verdicts": {}}
