@@ -7,22 +7,16 @@ import time
 
 import torch
 
-from strato_peft.data import load_task_data
 from strato_peft.eval.base import EvalOptions, EvalTask, TaskResult, register_task
-from strato_peft.eval.target import EvalInputError, EvalTarget
+from strato_peft.eval.target import EvalTarget, heldout_rows
 
 
 def run_classification(target: EvalTarget, options: EvalOptions) -> TaskResult:
     """Predict the held-out rows in batches and score them."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    cfg = target.run_config
-    if cfg is None or target.task_type != "classification":
-        raise EvalInputError("--tasks classification needs --checkpoint of a classification run (its config names "
-                             "the data and the held-out split)")
     start = time.perf_counter()
-    data = load_task_data(cfg.task, cfg.seed)
-    rows = data.eval[: options.limit] if options.limit else data.eval
+    cfg, data, rows = heldout_rows(target, options.limit, "classification", "classification", "classification")
     tok, model = target.tokenizer, target.model
     device = next(model.parameters()).device
     preds: list[int] = []

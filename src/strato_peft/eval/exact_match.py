@@ -16,11 +16,10 @@ import string
 import time
 from typing import Any
 
-from strato_peft.data import load_task_data
 from strato_peft.data.sft import sft_record, uses_chat_template
 from strato_peft.eval.base import EvalOptions, EvalTask, TaskResult, register_task
 from strato_peft.eval.generation import GenerationConfig, generate
-from strato_peft.eval.target import EvalInputError, EvalTarget
+from strato_peft.eval.target import EvalInputError, EvalTarget, heldout_rows
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -47,13 +46,8 @@ def generation_budget(tokenizer: Any, responses: list[str]) -> int:
 
 def run_exact_match(target: EvalTarget, options: EvalOptions) -> TaskResult:
     """Greedy generation on the run's held-out prompts, scored by exact match with the reference responses."""
-    cfg = target.run_config
-    if cfg is None or target.task_type != "causal_lm":
-        raise EvalInputError("--tasks exact_match needs --checkpoint of a causal-LM SFT run (its config names the "
-                             "data and the held-out split)")
     start = time.perf_counter()
-    data = load_task_data(cfg.task, cfg.seed)
-    rows = data.eval[: options.limit] if options.limit else data.eval
+    cfg, data, rows = heldout_rows(target, options.limit, "exact_match", "causal_lm", "causal-LM SFT")
     if not rows or "prompt" not in rows[0]:
         raise EvalInputError(f"--tasks exact_match: task {cfg.task.name!r} has no prompt/response rows to score "
                              "(plain-text tasks have no reference answer; use --tasks perplexity)")

@@ -35,6 +35,20 @@ class EvalTarget:
     run_config: Optional[StratoConfig] = field(default=None, repr=False)
 
 
+def heldout_rows(target: EvalTarget, limit: Optional[int], task: str, task_type: str, kind: str
+                 ) -> tuple[StratoConfig, Any, list[dict[str, Any]]]:
+    """(run config, its task data, the held-out rows to score) of the run ``target`` came from: the same split
+    training used. Tasks that score a run's own held-out split call this; anything else is a one-line error."""
+    from strato_peft.data import load_task_data
+
+    cfg = target.run_config
+    if cfg is None or target.task_type != task_type:
+        raise EvalInputError(f"--tasks {task} needs --checkpoint of a {kind} run (its config names the data and the "
+                             "held-out split)")
+    data = load_task_data(cfg.task, cfg.seed)
+    return cfg, data, data.eval[:limit] if limit else data.eval
+
+
 def _read_run_config(run_dir: Path) -> StratoConfig:
     from strato_peft.config import validate_config
 
