@@ -286,6 +286,32 @@ def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_r
     assert len(batches) == 3 and seen[2] == [r["prompt"] for r in data.train[:12]]
 
 
+@pytest.mark.parametrize("kind,task", [("llama", "causal_lm"), ("bert", "classification")])
+def test_a_probe_leaves_the_base_model_exactly_as_it_was(kind, task, make_config, one_thread):
+    """Probes put LoRA into the base model and take it out again: same modules, same weights, same grad flags,
+    and the same score when repeated (nothing leaks from one probe into the next)."""
+    from strato_peft.data import load_task_data
+    from strato_peft.models import load_model, load_tokenizer
+    from strato_peft.platform import resolve_platform
+    from strato_peft.strato.probe import make_probe, validation_split
+
+    cfg = make_config(kind, "strato", task, training={"batch_size": 2})
+    data = load_task_data(cfg.task, cfg.seed)
+    model = load_model(cfg.model, task, 2 if task == "classification" else None, "cpu", torch.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = {n: type(m) for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    probe_data, _ = validation_split(data, 4, cfg.seed)
+    probe = make_probe(cfg, model, load_tokenizer(cfg.model), probe_data, resolve_platform("cpu"), 2, 4.0)
+    alloc = {s.name: 2 for s in adaptable_sites(model)[:3]}
+    first, second = probe(alloc), probe(alloc)
+    assert first.score == pytest.approx(second.score, abs=1e-6)
+    assert {n: type(m) for n, m in model.named_modules()} == types
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
 def test_strato_dry_run_prints_the_budget(make_config, tmp_path, capsys):
     import yaml
 

@@ -66,10 +66,25 @@ def sensitivity_batches(cfg: Any, model: Any, tokenizer: Any, data: Any, platfor
     return batches
 
 
+def _take_out(peft_model: Any, base_model: torch.nn.Module) -> None:
+    """Undo get_peft_model on ``base_model``: LoRA layers out with unload(), and the original module back where
+    peft had wrapped one to train a copy (modules_to_save; unload() would keep the trained copy)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    wrapped = [(name, m.original_module) for name, m in base_model.named_modules()
+               if isinstance(m, ModulesToSaveWrapper)]
+    peft_model.unload()
+    for name, original in wrapped:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(base_model.get_submodule(parent_name) if parent_name else base_model, attr, original)
+
+
 def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data: Any, platform: Any, steps: int,
                alpha: float) -> Callable[[Mapping[str, int]], ProbeOutcome]:
-    """A function that trains ``allocation`` for ``steps`` steps on a copy of ``base_model`` and returns
-    minus the validation loss (probe_data.eval) as its score."""
+    """A function that trains ``allocation`` for ``steps`` steps and returns minus the validation loss
+    (probe_data.eval) as its score. The LoRA layers go into ``base_model`` itself and are taken out again with
+    peft's ``unload()`` (the frozen base weights are never written), so a probe holds no second copy of the model;
+    only when ``peft.bias`` trains the base model's biases does it work on a copy."""
     from strato_peft.methods.base import peft_task_type
     from strato_peft.training.seed import seed_everything
 
@@ -80,16 +95,24 @@ def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data
 
         start = time.perf_counter()
         seed_everything(cfg.seed)
-        model = copy.deepcopy(base_model)
+        in_place = cfg.peft.bias == "none"
+        grad_flags = {n: p.requires_grad for n, p in base_model.named_parameters()}
         lcfg = training_lora_config(allocation, alpha, cfg.peft.dropout, peft_task_type(probe_data.task_type),
                                     cfg.peft.modules_to_save, cfg.peft.bias)
-        model = get_peft_model(model, lcfg)
-        with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
-            trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
-            trainer.train()
-            metrics = trainer.evaluate()
+        model = get_peft_model(base_model if in_place else copy.deepcopy(base_model), lcfg)
+        try:
+            with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
+                trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
+                trainer.train()
+                metrics = trainer.evaluate()
+            del trainer
+        finally:
+            if in_place:
+                _take_out(model, base_model)
+                for n, p in base_model.named_parameters():
+                    p.requires_grad_(grad_flags[n])
         loss = float(metrics["eval_loss"])
-        del trainer, model
+        del model
         return ProbeOutcome(score=-loss, seconds=time.perf_counter() - start,
                             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
