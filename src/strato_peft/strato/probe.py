@@ -1,7 +1,8 @@
 """Short probe trainings that score a candidate allocation, and the batches the sensitivity map is built from.
 
-A probe trains a copy of the base model with the candidate's LoRA for a few steps on the training rows minus a
-validation slice, and scores it by minus the loss on that slice. The slice is carved from the *training* rows with
+A probe trains the candidate's LoRA inside the base model (taken out again afterwards, so no second copy of the
+model is held) for a few steps on the first training rows those steps use (the same rows for every candidate), and
+scores it by minus the loss on a validation slice. The slice is carved from the *training* rows with
 the run's seed, so neither probes nor the search ever see the held-out split the final metrics are reported on.
 """
 
