@@ -180,7 +180,7 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
         runs = [r for r in comparison["runs"] if r["configuration"] == name and r["status"] == "complete"
                 and spec["metric"] in r["metrics"]]
         n_eval = _held_out_size(runs_dir / runs[0]["path"]) if runs else None
-        own_peak = all(_peak_is_the_runs_own(runs_dir / r["path"]) for r in runs)
+        own_peak = all(r["peak_memory_scoped"] for r in runs)  # older runs shared a process with earlier arms
         mean = row["mean"]
         summary["arms"][name] = {
             "n": row["n"], "mean": None if mean is None else mean * scale,
@@ -225,17 +225,6 @@ def base_model_score(task: str, runs_dir: Path) -> dict[str, Any]:
            "seconds": time.time() - start, "device": str(platform.device)}
     atomic_write_json(path, out)
     return out
-
-
-def _peak_is_the_runs_own(run_dir: Path) -> bool:
-    """Runs recorded before the memory scope was (all arms of one process in sequence) carry the process's peak
-    over every earlier arm: such a figure is left out rather than reported as the arm's."""
-    import json
-
-    try:
-        return "runs_before_in_process" in json.loads((run_dir / "metrics.json").read_text())["peak_memory"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return False
 
 
 def _held_out_size(run_dir: Path) -> Optional[int]:
@@ -328,7 +317,7 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
                 below.append(f"{k}: {a['mean']:.1f}")
                 continue
             ax.errorbar(a["params"], a["mean"], yerr=a["std"] or 0, fmt="o" if k.startswith("strato") else "s",
-                        capsize=3, label=k, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
+                        capsize=3, label=k, color=colors[(2 * i + i // 10) % 20])  # dark shades, then light
         if below:
             ax.text(0.02, 0.97, "below the axis: " + ", ".join(below), transform=ax.transAxes, fontsize=7, va="top")
         ax.set_ylim(bottom=floor)

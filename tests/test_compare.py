@@ -103,6 +103,10 @@ def test_peak_memory_is_taken_only_where_it_is_the_runs_own(tmp_path):
     assert (runs["a_seed1"].peak_memory_bytes, runs["a_seed1"].peak_memory_kind) == (7, "device")
     assert (runs["b_seed1"].peak_memory_bytes, runs["b_seed1"].peak_memory_kind) == (5, "cpu")
     assert runs["c_seed1"].peak_memory_bytes is None and "earlier runs" in " ".join(runs["c_seed1"].notes)
+    assert all(runs[n].peak_memory_scoped for n in ("a_seed1", "b_seed1", "c_seed1"))
+    write_run(tmp_path, "old_seed1", acc=0.5)  # no scope recorded: taken as it is, and flagged as unscoped
+    old = {r.run_name: r for r in collect_runs(tmp_path)}["old_seed1"]
+    assert (old.peak_memory_bytes, old.peak_memory_scoped, old.as_dict()["peak_memory_scoped"]) == (2**30, False, False)
 
 
 def test_train_records_whose_peak_memory_it_is(make_config):

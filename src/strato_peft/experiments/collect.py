@@ -42,6 +42,7 @@ class RunRecord:
     adapter_flops_per_token: Optional[float] = None
     peak_memory_bytes: Optional[float] = None
     peak_memory_kind: Optional[str] = None  # "device" or "cpu"
+    peak_memory_scoped: bool = False  # the run recorded whose peak it is (older runs did not: taken as they are)
     wall_time_seconds: Optional[float] = None
     notes: list[str] = field(default_factory=list)  # non-fatal oddities (unreadable eval_results.json, NaN, ...)
 
@@ -57,6 +58,7 @@ class RunRecord:
                 "problem": self.problem, "metrics": dict(sorted(self.metrics.items())),
                 "trainable_params": self.trainable_params, "adapter_flops_per_token": self.adapter_flops_per_token,
                 "peak_memory_bytes": self.peak_memory_bytes, "peak_memory_kind": self.peak_memory_kind,
+                "peak_memory_scoped": self.peak_memory_scoped,
                 "wall_time_seconds": self.wall_time_seconds, "notes": list(self.notes)}
 
 
@@ -128,7 +130,7 @@ def _read_metrics(record: RunRecord, path: Path) -> None:
     record.adapter_flops_per_token = _number(cost.get("adapter_flops_per_token"))
     peak = data.get("peak_memory") if isinstance(data.get("peak_memory"), dict) else {}
     device, cpu = _number(peak.get("device_peak_allocated_bytes")), _number(peak.get("cpu_max_rss_bytes"))
-    scoped = "runs_before_in_process" in peak  # runs written before the scope was recorded: taken as they are
+    scoped = record.peak_memory_scoped = "runs_before_in_process" in peak
     if device is not None and (not scoped or peak.get("device_peak_scope") == "this run"):
         record.peak_memory_bytes, record.peak_memory_kind = device, "device"
     elif cpu is not None and (not scoped or peak.get("runs_before_in_process") == 0):
