@@ -94,6 +94,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     for solver in ("knapsack", "ppo"):
         for budget in (0.5, 0.7):
             out[f"strato_{solver}_b{budget}"] = {"method": "strato", "solver": solver, "budget": budget}
+    # ablations at 0.5x: where a STRATO gain comes from (no search: uniform ranks; no gradient-aligned start)
+    out["strato_uniform_b0.5"] = {"method": "strato", "solver": "uniform", "budget": 0.5}
+    out["strato_knapsack_b0.5_kaiming"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
+                                           "strato": {"init": "kaiming"}}
     return out
 
 
@@ -120,10 +124,15 @@ def mlp_rank_at_equal_params(task: str) -> int:
     return max(1, round(target / per_rank))
 
 
-def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: Path):
+def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: Path,
+               validation: Optional[int] = None):
+    """The run config of one arm and seed; ``validation`` scores it on that many validation rows (outside the
+    held-out split and the training rows) instead of the held-out split."""
     from strato_peft.config import validate_config
 
     data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items() if v is not None}})
+    if validation:
+        data["task"]["validation_size"] = validation
     if arm == "lora_mlp_eqparams":
         data["peft"]["rank"] = mlp_rank_at_equal_params(task)
     data["seed"] = seed
@@ -131,8 +140,8 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     return validate_config(data)
 
 
-def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True
-             ) -> list[dict[str, Any]]:
+def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
+             validation: Optional[int] = None) -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
     each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own."""
     import subprocess
@@ -144,7 +153,7 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     log = []
     for seed in seeds:  # seed-major: a partial benchmark has every arm at the first seeds
         for arm in names:
-            cfg = arm_config(task, arm, table[arm], seed, runs_dir)
+            cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation)
             run = RunDirectory(run_dir_for(cfg))
             if run.is_complete():
                 print(f"[skip] {arm} seed {seed}: complete", flush=True)
@@ -154,7 +163,8 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
             try:
                 if isolate:
                     subprocess.run([sys.executable, __file__, "--task", task, "--arms", arm, "--seeds", str(seed),
-                                    "--runs-dir", str(runs_dir.parent), "--in-process"], check=True)
+                                    "--runs-dir", str(runs_dir.parent), "--in-process",
+                                    *(["--validation", str(validation)] if validation else [])], check=True)
                 else:
                     train(cfg, TrainOptions(no_wandb=True, overwrite=run.final.exists() or run.staging.exists()))
                 log.append({"arm": arm, "seed": seed, "status": "done", "seconds": time.time() - start})
@@ -339,8 +349,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
     parser.add_argument("--arms", nargs="+", help="subset of arms (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
-    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "strato_vs_baselines"))
-    parser.add_argument("--out", default=str(ROOT / "results" / "strato_vs_baselines"))
+    parser.add_argument("--runs-dir", help="default: bench/runs/strato_vs_baselines[_validation]")
+    parser.add_argument("--out", help="default: bench/results/strato_vs_baselines[_validation]")
+    parser.add_argument("--validation", type=int, metavar="N",
+                        help="score every run on N validation rows (from the training pool, outside the held-out "
+                        "split) instead of the held-out split: for choosing settings; own runs and results folders")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     parser.add_argument("--in-process", action="store_true",
@@ -348,6 +361,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--base-model", action="store_true",
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
     args = parser.parse_args(argv)
+    suffix = "_validation" if args.validation else ""
+    args.runs_dir = args.runs_dir or str(ROOT / "runs" / f"strato_vs_baselines{suffix}")
+    args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
 
     summaries, logs = {}, {}
     for task in args.task:
@@ -359,7 +375,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.base_model and not args.summarize_only and TASKS[task]["metric"].startswith("exact_match"):
             base_model_score(task, runs_dir)
         if not args.summarize_only:
-            logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process)
+            logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process,
+                                  validation=args.validation)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now

@@ -38,6 +38,20 @@ def test_gsm8k_split_is_stated_and_seeded():
     assert all(r["response"] in "ABCD" for r in mmlu) and "A. " in mmlu[0]["prompt"]
 
 
+def test_validation_size_scores_on_rows_outside_the_held_out_split_and_the_training_rows():
+    from strato_peft.data.splits import split_rows
+
+    rows = [{"i": i} for i in range(100)]
+    train, held, info = split_rows(rows, TaskConfig(name="x", eval_size=20, train_size=30), 42)
+    v_train, val, v_info = split_rows(rows, TaskConfig(name="x", eval_size=20, train_size=30, validation_size=25), 42)
+    assert v_train == train and len(val) == 25 and info["scored_on"] == "held-out"
+    assert v_info["scored_on"] == "validation" and v_info["heldout_fingerprint"] != info["heldout_fingerprint"]
+    ids = lambda rs: {r["i"] for r in rs}  # noqa: E731
+    assert not ids(val) & ids(held) and not ids(val) & ids(train)
+    with pytest.raises(DataError, match="task.validation_size"):
+        split_rows(rows, TaskConfig(name="x", eval_size=20, validation_size=80), 42)
+
+
 def test_classification_labels_from_strings_and_label_names(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("t,y\nhello,b\nworld,a\nagain,b\n")

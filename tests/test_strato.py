@@ -3,6 +3,7 @@ method end to end (search -> rsLoRA training -> plain peft adapter + strato_plan
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -76,6 +77,93 @@ def test_sensitivity_cache_is_reused_and_keyed_by_data(tmp_path):
     assert first.info["cached"] is False and again.info["cached"] is True and other.info["cached"] is False
     assert again.spectra == first.spectra and other.spectra != first.spectra
     assert len(list(tmp_path.glob("*.json"))) == 2
+    assert set(again.directions) == set(first.directions) == {s.name for s in sites}
+    for name, v in first.directions.items():
+        torch.testing.assert_close(again.directions[name], v)
+    # an entry whose vectors are missing is rebuilt, not half-loaded
+    next(tmp_path.glob("*.safetensors")).unlink()
+    rebuilt = [load_or_build(tmp_path, {"model": "m"}, model, random_batches(2, seed=s), sites, 4) for s in (0, 1)]
+    assert sorted(m.info["cached"] for m in rebuilt) == [False, True]
+
+
+# --- gradient-aligned start -------------------------------------------------------------------------------------
+
+def _first_b_gradients(model, batches):
+    """The gradient norm of every LoRA B at the start (B = 0): how much of the weight gradient LoRA can use."""
+    from strato_peft.strato.export import lora_layers
+
+    model.zero_grad()
+    model.eval()
+    for b in batches:
+        model(**b).loss.backward()
+    return {n: float(m.lora_B["default"].weight.grad.norm()) for n, m in lora_layers(model).items()}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_gradient_init_aligns_a_with_the_gradient_and_keeps_outputs(arch):
+    """A's rows = the map's top input directions at peft's row norm, B = 0 (outputs unchanged), and the first
+    gradient of B then carries the top-r singular values of the weight gradient: more than a random A captures."""
+    from peft import LoraConfig, get_peft_model
+
+    from strato_peft.strato.export import lora_layers
+    from strato_peft.strato.init import apply_init
+    from strato_peft.strato.sensitivity import build_sensitivity
+
+    if arch == "llama":
+        model = tiny_llama()
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64))
+    sites = adaptable_sites(model)
+    batches = random_batches(2)
+    smap = build_sensitivity(model, batches, sites, max_rank=8)
+    model.eval()
+    with torch.no_grad():
+        before = model(**batches[0]).logits
+    r = 3
+    scale = 2.0 / math.sqrt(r)
+    wrapped = {}
+    for init in ("kaiming", "gradient"):
+        torch.manual_seed(1)
+        m = get_peft_model(copy.deepcopy(model), LoraConfig(r=r, lora_alpha=2.0, use_rslora=True, lora_dropout=0.0,
+                                                      target_modules=[s.name for s in sites]))
+        norms = {n: float(layer.lora_A["default"].weight.detach().norm(dim=1).pow(2).mean().sqrt())
+                 for n, layer in lora_layers(m).items()}
+        summary = apply_init(m, init, smap.directions)
+        assert summary["init"] == init
+        if init == "gradient":
+            assert summary["modules"] == len(sites) and summary["rows"] == r * len(sites)
+            for n, layer in lora_layers(m).items():
+                a = layer.lora_A["default"].weight
+                torch.testing.assert_close(a.norm(dim=1), torch.full((r,), norms[n]), rtol=1e-4, atol=1e-6)
+                # rows span the stored top-r directions
+                torch.testing.assert_close(a / norms[n], smap.directions[n][:r], rtol=1e-4, atol=1e-5)
+                assert not layer.lora_B["default"].weight.any()
+        m.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(m(**batches[0]).logits, before)
+        wrapped[init] = (m, norms)
+    grads = {init: _first_b_gradients(m, batches) for init, (m, _) in wrapped.items()}
+    for n in grads["gradient"]:
+        # |dL/dB| = scale * rho * sqrt(sum of the top r squared singular values of the summed weight gradient)
+        expected = scale * wrapped["gradient"][1][n] * math.sqrt(smap.value(n, r)) * len(batches)
+        assert grads["gradient"][n] == pytest.approx(expected, rel=1e-3)
+        assert grads["gradient"][n] >= grads["kaiming"][n] * 0.999
+    assert sum(grads["gradient"].values()) > 1.2 * sum(grads["kaiming"].values())
+
+
+def test_gradient_init_rejects_directions_of_another_shape():
+    from peft import LoraConfig, get_peft_model
+
+    from strato_peft.strato.init import apply_init
+
+    model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["model.layers.0.mlp.down_proj"]))
+    with pytest.raises(ValueError, match="down_proj have 7 inputs"):
+        apply_init(model, "gradient", {"model.layers.0.mlp.down_proj": torch.zeros(2, 7)})
+    with pytest.raises(ValueError, match="strato.init"):
+        apply_init(model, "svd", {})
 
 
 # --- knapsack solver --------------------------------------------------------------------------------------------
@@ -129,6 +217,16 @@ def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     again = get_solver("knapsack")(problem)
     assert again.probes == 0 and again.reused == 2 and len(calls) == 2
     assert again.allocation == result.allocation
+
+
+def test_uniform_solver_is_the_uniform_lora_that_fills_the_budget_without_probes():
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=18 * 32)
+    problem.archive = GoExploreArchive(problem.sites, lambda a: pytest.fail("the uniform solver must not probe"))
+    problem.max_probes = 3
+    result = get_solver("uniform")(problem)
+    assert result.allocation == uniform_fill(problem) and len(set(result.allocation.values())) == 1
+    assert problem.fits(result.allocation) and result.probes == 0
+    assert not problem.fits({n: r + 1 for n, r in result.allocation.items()})
 
 
 def test_archive_cells_are_coarse_and_starts_prefer_good_rarely_visited_cells():
@@ -238,6 +336,9 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
         assert conf["rank_pattern"] == plan["allocation"]
         assert lora_params == plan["predicted_cost"]["params"]
     assert result.metrics["strato"]["modules"] == len(plan["allocation"]) and plan["solver"] == solver
+    # training started from the gradient-aligned A on every chosen module (the default strato.init)
+    assert result.metrics["strato"]["init"] == {"init": "gradient", "modules": len(plan["allocation"]),
+                                                "rows": sum(plan["allocation"].values())}
 
     cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
     kwargs = {"num_labels": 2} if task == "classification" else {}

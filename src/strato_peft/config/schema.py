@@ -70,6 +70,10 @@ class StratoSearchConfig(_Section):
     validation_examples: int = Field(256, gt=0, description="Training examples held back to score probes (never the "
                                      "held-out evaluation split); capped at 10% of the training set.")
     ppo_timesteps: int = Field(4096, gt=0, description="PPO solver: environment steps to train the policy for.")
+    init: Literal["gradient", "kaiming"] = Field(
+        "gradient", description="Start of LoRA A: 'gradient' puts its rows along the top right singular vectors of "
+        "the module's loss gradient (from the sensitivity map; B = 0, so outputs start unchanged), 'kaiming' is "
+        "peft's random init. Probes and the final training use the same.")
     scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")
@@ -115,8 +119,9 @@ class PeftConfigSection(_Section):
         None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory); each "
         "weighted dimension is also a budget constraint (default: params only)."
     )
-    solver: Optional[Literal["knapsack", "ppo"]] = Field(None, description="STRATO: allocation solver (default "
-                                                         "knapsack).")
+    solver: Optional[Literal["knapsack", "ppo", "uniform"]] = Field(
+        None, description="STRATO: allocation solver (default knapsack); 'uniform' skips the search and trains the "
+        "uniform LoRA that fills the budget with STRATO's start and scheduler (an ablation).")
     strato: StratoSearchConfig = Field(default_factory=StratoSearchConfig,
                                        description="STRATO: search, probes and scheduler settings.")
 
@@ -161,6 +166,10 @@ class TaskConfig(_Section):
     train_size: Optional[int] = Field(None, gt=0, description="Use at most this many training examples.")
     eval_size: Optional[int] = Field(None, gt=0, description="Held-out examples; default: eval_fraction of the data.")
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out fraction when eval_size is unset.")
+    validation_size: Optional[int] = Field(
+        None, gt=0, description="Score the run on this many validation rows instead of the held-out split: rows "
+        "taken from the end of the training pool (never held-out rows, never this run's training rows), for "
+        "choosing hyper-parameters without looking at the held-out split.")
     split_seed: Optional[int] = Field(
         1234, description="Seed of the train/held-out split; fixed by default so every seed and method shares one "
         "held-out set. None uses the run's seed."

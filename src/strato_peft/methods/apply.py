@@ -88,4 +88,6 @@ def apply_method(model: torch.nn.Module, peft: PeftConfigSection, task_type: Tas
             raise ConfigError(f"peft.target_modules: {msg}; adaptable modules: "
                               f"{', '.join(adaptable_module_names(model))}") from None
         raise ConfigError(f"peft ({spec.name}): {msg}") from None
+    if spec.initialize is not None and not dry_run:
+        spec.initialize(peft_model, ctx)
     return peft_model, spec, config, ctx

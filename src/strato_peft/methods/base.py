@@ -47,7 +47,8 @@ class MethodSpec:
 
     ``build`` returns the peft config to apply, or None for full fine-tuning. ``callbacks`` returns Trainer
     callbacks the method needs during training (AdaLoRA's budget allocation, for example). ``save`` replaces the
-    default ``save_pretrained`` of the trained model (STRATO exports its plain adapter and plan).
+    default ``save_pretrained`` of the trained model (STRATO exports its plain adapter and plan). ``initialize`` sets
+adapter weights after peft wrapped the model (STRATO's gradient-aligned start); dry runs skip it.
     """
 
     name: str
@@ -57,6 +58,7 @@ class MethodSpec:
     quantization: Optional[Literal["4bit", "8bit"]] = None
     uses_rank: bool = True
     save: Optional[Callable[[Any, Any, MethodContext], None]] = None  # (model, target folder, context)
+    initialize: Optional[Callable[[Any, MethodContext], None]] = None  # (wrapped model, context): weight init
 
 
 def peft_task_type(task_type: TaskType) -> str:

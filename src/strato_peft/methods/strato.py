@@ -42,6 +42,13 @@ def strato_config(ctx: MethodContext):
                                 p.modules_to_save, p.bias)
 
 
+def initialize_strato(model: Any, ctx: MethodContext) -> None:
+    """Start LoRA as the probes did (``peft.strato.init``: gradient-aligned A by default)."""
+    from strato_peft.strato.init import apply_init
+
+    ctx.artifacts["strato"]["init"] = apply_init(model, ctx.peft.strato.init, ctx.state["plan"].directions)
+
+
 def _scheduler(plan: Any, ctx: MethodContext) -> Any:
     """The rank scheduler, held to the plan's budget (every weighted dimension)."""
     from strato_peft.strato.scheduler import RankScheduler
@@ -82,4 +89,4 @@ def save_strato(model: Any, target: Path, ctx: MethodContext) -> None:
 
 
 register(MethodSpec("strato", "STRATO-PEFT: cost-aware LoRA placement and ranks under a budget (plain LoRA out).",
-                    strato_config, save=save_strato))
+                    strato_config, save=save_strato, initialize=initialize_strato))

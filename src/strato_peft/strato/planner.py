@@ -26,6 +26,7 @@ class StratoPlan:
     solver: str = "none"
     search: dict[str, Any] = field(default_factory=dict)   # probes, candidates, seconds
     sensitivity: dict[str, Any] = field(default_factory=dict)
+    directions: dict[str, Any] = field(default_factory=dict, repr=False)  # the map's vectors, for strato/init.py
 
     def summary(self) -> dict[str, Any]:
         """The short form for metrics.json (strato_plan.json has everything)."""
@@ -111,7 +112,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     if fast_dev_run:
         probe_steps, max_probes = 2, min(max_probes, 2)
     probe_data, _ = validation_split(data, s.validation_examples, cfg.seed)
-    probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha)
+    probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha, smap.directions)
     archive = GoExploreArchive(sites, probe)
     problem.archive, problem.max_probes = archive, max_probes
     solver_name = cfg.peft.solver or "knapsack"
@@ -125,7 +126,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
               "total_seconds": time.perf_counter() - start, "validation_examples": len(probe_data.eval),
               "candidates": result.candidates, "details": result.details, "archive": archive.summary()}
     return StratoPlan(result.allocation, budget, cost_model.allocation(result.allocation), alpha, solver_name,
-                      search, {**smap.info, "per_module_total": {n: smap.total(n) for n in smap.spectra}})
+                      search, {**smap.info, "per_module_total": {n: smap.total(n) for n in smap.spectra}},
+                      smap.directions)
 
 
 def preview_plan(cfg: Any, model: Any) -> StratoPlan:

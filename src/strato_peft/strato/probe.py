@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -81,12 +81,15 @@ def _take_out(peft_model: Any, base_model: torch.nn.Module) -> None:
 
 
 def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data: Any, platform: Any, steps: int,
-               alpha: float) -> Callable[[Mapping[str, int]], ProbeOutcome]:
+               alpha: float, directions: Optional[Mapping[str, torch.Tensor]] = None
+               ) -> Callable[[Mapping[str, int]], ProbeOutcome]:
     """A function that trains ``allocation`` for ``steps`` steps and returns minus the validation loss
     (probe_data.eval) as its score. The LoRA layers go into ``base_model`` itself and are taken out again with
     peft's ``unload()`` (the frozen base weights are never written), so a probe holds no second copy of the model;
-    only when ``peft.bias`` trains the base model's biases does it work on a copy."""
+    only when ``peft.bias`` trains the base model's biases does it work on a copy. LoRA starts as the final
+    training will (``peft.strato.init``, with the sensitivity map's ``directions``)."""
     from strato_peft.methods.base import peft_task_type
+    from strato_peft.strato.init import apply_init
     from strato_peft.training.seed import seed_everything
 
     probe_data = first_rows_for(probe_data, cfg, steps)
@@ -102,6 +105,7 @@ def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data
                                     cfg.peft.modules_to_save, cfg.peft.bias)
         model = get_peft_model(base_model if in_place else copy.deepcopy(base_model), lcfg)
         try:
+            apply_init(model, cfg.peft.strato.init, directions or {})
             with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
                 trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
                 trainer.train()

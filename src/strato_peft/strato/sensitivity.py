@@ -6,8 +6,13 @@ singular values of G. The map stores the top ``max_rank`` singular values per mo
 as ``sum_{i<=r} s_i^2`` (concave in r, so value per unit of rank falls as rank grows). ``value(..., power=p)``
 raises each term to p: p < 1 flattens the map, for solvers that hedge against its noise.
 
+The map also keeps each module's top right singular vectors (``directions``, max_rank x d_in): the input
+directions along which the gradient is largest. ``strato/init.py`` starts LoRA's A there (B stays zero), so the
+first steps train the rank-r subspace the map valued instead of a random one.
+
 Building the map costs a forward + backward with weight gradients on ``batches`` batches (a small fraction of one
-training run) and an SVD per module; the result is cached on disk keyed by model, data and settings.
+training run) and an SVD per module; the result is cached on disk keyed by model, data and settings (the
+spectra as JSON, the directions as safetensors beside it).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -24,15 +29,17 @@ import torch
 
 from strato_peft.strato.sites import ModuleSite
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: directions stored beside the spectra
 
 
 @dataclass
 class SensitivityMap:
-    """Top singular values of each module's accumulated gradient, and how they were obtained."""
+    """Top singular values (and right singular vectors) of each module's accumulated gradient, and how they were
+    obtained."""
 
     spectra: dict[str, list[float]]
     info: dict[str, Any] = field(default_factory=dict)
+    directions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (k <= max_rank, d_in), float32 CPU
 
     def value(self, name: str, rank: int, power: float = 1.0) -> float:
         """Gain of rank ``rank`` at module ``name``: sum of the top-r squared singular values (each raised to
@@ -51,7 +58,7 @@ class SensitivityMap:
         return float(sum(s * s for s in self.spectra[name]))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"spectra": self.spectra, "info": self.info}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SensitivityMap":
@@ -77,6 +84,7 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
     params = [p for p in model.parameters()]
     weights = {s.name: _weight(model, s.name) for s in sites}
     grads = {n: None for n in weights}
+    directions: dict[str, torch.Tensor] = {}
     device = next(model.parameters()).device
     was_training = model.training
     n_batches = tokens = 0
@@ -106,8 +114,11 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
             if g is None:
                 spectra[s.name] = [0.0] * min(max_rank, s.d_in, s.d_out)
                 continue
-            sv = torch.linalg.svdvals(g / n_batches)
+            u, sv, vh = torch.linalg.svd(g / n_batches, full_matrices=False)
             spectra[s.name] = [float(x) for x in sv[:max_rank].cpu()]
+            # input-space directions: rows of V^T (nn.Linear weight is d_out x d_in; Conv1D stores it transposed)
+            inputs = u[:, :max_rank].T if s.conv1d else vh[:max_rank]
+            directions[s.name] = inputs.detach().float().cpu().contiguous()
     finally:
         for p in params:
             p.requires_grad_(flags[id(p)])
@@ -115,7 +126,7 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
         model.train(was_training)
     info = {"batches": n_batches, "tokens": tokens, "seconds": time.perf_counter() - start, "max_rank": max_rank,
             "estimator": "singular values of the mean loss gradient per weight matrix"}
-    return SensitivityMap(spectra, info)
+    return SensitivityMap(spectra, info, directions)
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
@@ -156,14 +167,24 @@ def load_or_build(cache_dir: Optional[Path], key_parts: Mapping[str, Any], model
     key = cache_key({**key_parts, "data": data_fingerprint(batches), "sites": [s.name for s in sites],
                      "max_rank": max_rank})
     path = cache_dir / f"{key}.json" if cache_dir else None
-    if path is not None and path.is_file():
+    vectors = path.with_suffix(".safetensors") if path is not None else None
+    if path is not None and path.is_file() and vectors.is_file():
+        from safetensors.torch import load_file
+
         smap = SensitivityMap.from_json(json.loads(path.read_text()))
+        smap.directions = load_file(str(vectors))
         smap.info.update(cached=True, cache_file=str(path))
         return smap
     smap = build_sensitivity(model, batches, sites, max_rank)
     smap.info.update(cached=False, key=key)
     if path is not None:
+        from safetensors.torch import save_file
+
         path.parent.mkdir(parents=True, exist_ok=True)
+        # vectors first: a map file without its vectors beside it is never taken for a complete entry
+        tmp = vectors.with_suffix(f".{os.getpid()}.tmp")
+        save_file(smap.directions, str(tmp))
+        os.replace(tmp, vectors)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(smap.to_json()))
         os.replace(tmp, path)

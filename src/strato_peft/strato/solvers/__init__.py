@@ -1,8 +1,8 @@
-"""Allocation solvers: each module registers one solver by name (knapsack, ppo)."""
+"""Allocation solvers: each module registers one solver by name (knapsack, uniform, ppo)."""
 
 from strato_peft.strato.solvers.base import (AllocationProblem, SolverResult, available_solvers, get_solver,
                                              register_solver)
 
-from strato_peft.strato.solvers import knapsack, ppo  # noqa: E402,F401  (register "knapsack", "ppo")
+from strato_peft.strato.solvers import knapsack, ppo  # noqa: E402,F401  (register "knapsack", "uniform", "ppo")
 
 __all__ = ["AllocationProblem", "SolverResult", "available_solvers", "get_solver", "register_solver"]

@@ -115,4 +115,18 @@ def solve_knapsack(problem: AllocationProblem) -> SolverResult:
         details={"powers": list(POWERS), "chosen": next(r["label"] for r, (_, a) in zip(rows, cands) if a is chosen)})
 
 
+def solve_uniform(problem: AllocationProblem) -> SolverResult:
+    """No search: the uniform LoRA that fills the budget. An ablation - STRATO's start and scheduler on LoRA's own
+    shape - and the baseline the searched allocations are measured against."""
+    start = time.perf_counter()
+    alloc = uniform_fill(problem)
+    if not alloc:
+        raise ValueError("uniform: rank 1 on every candidate module does not fit the budget")
+    row = {"label": "uniform", "modules": len(alloc), "total_rank": sum(alloc.values()),
+           "surrogate": problem.surrogate(alloc), "usage": problem.usage(alloc)}
+    return SolverResult(allocation=alloc, solver="uniform", search_seconds=time.perf_counter() - start,
+                        candidates=[row], details={"chosen": "uniform"})
+
+
 register_solver("knapsack", solve_knapsack)
+register_solver("uniform", solve_uniform)
