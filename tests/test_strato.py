@@ -219,6 +219,18 @@ def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     assert again.allocation == result.allocation
 
 
+def test_map_gain_is_the_maps_relative_preference_over_uniform():
+    from strato_peft.strato.planner import map_gain
+
+    flat = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=12 * 32)
+    flat.value = lambda site, r: sum(0.6 ** i for i in range(r))  # the same value everywhere: uniform is best
+    assert map_gain(flat) == pytest.approx(0.0, abs=1e-12)
+    skewed = synthetic_problem({"q": 0.2, "v": 3.0}, budget_params=12 * 32)
+    expected = skewed.surrogate(greedy(skewed, skewed.value)) / skewed.surrogate(uniform_fill(skewed)) - 1
+    assert map_gain(skewed) == pytest.approx(expected) and map_gain(skewed) > 0.2
+    assert map_gain(synthetic_problem({"q": 1.0}, budget_params=8)) is None  # no uniform LoRA fits
+
+
 def test_uniform_solver_is_the_uniform_lora_that_fills_the_budget_without_probes():
     problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=18 * 32)
     problem.archive = GoExploreArchive(problem.sites, lambda a: pytest.fail("the uniform solver must not probe"))
@@ -295,11 +307,13 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,scheduler,solver", [("llama", "causal_lm", True, "knapsack"),
-                                                         ("bert", "classification", False, "knapsack"),
-                                                         ("gpt2", "causal_lm", False, "ppo")])
-def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, make_config, tiny_root,
-                                                                monkeypatch, tmp_path):
+@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain", [("llama", "causal_lm", True, "knapsack", 0.0),
+                                                                  ("bert", "classification", False, "knapsack", 0.0),
+                                                                  ("gpt2", "causal_lm", False, "ppo", 0.0),
+                                                                  ("bert", "classification", False, "ppo", 1e9)])
+def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, min_gain, make_config,
+                                                                tiny_root, monkeypatch, tmp_path):
+    """min_gain 1e9: the map never separates enough to search, so the uniform LoRA trains and no probe runs."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -310,14 +324,21 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
                                                   "strato": {"max_probes": 2, "probe_steps": 2, "ppo_timesteps": 512,
                                                                              "sensitivity_batches": 2,
                                                                              "scheduler": scheduler,
-                                                                             "scheduler_interval": 2}},
+                                                                             "scheduler_interval": 2,
+                                                                             "min_map_gain": min_gain}},
                       training={"max_steps": 12})
     result = train(cfg)
     adapter = result.run_dir / "adapter"
     plan = json.loads((adapter / "strato_plan.json").read_text())
     conf = json.loads((adapter / "adapter_config.json").read_text())
     assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
-    assert plan["search"]["probes"] == 2 and plan["search"]["sensitivity_seconds"] > 0
+    assert plan["search"]["sensitivity_seconds"] > 0 and plan["search"]["map_gain"] is not None
+    if min_gain == 0:
+        assert plan["search"]["searched"] is True and plan["search"]["probes"] == 2
+    else:
+        assert plan["search"]["searched"] is False and plan["search"]["probes"] == 0
+        sites = adaptable_sites(result.model)
+        assert set(plan["allocation"]) == {s.name for s in sites} and set(plan["allocation"].values()) == {2}
     assert plan["final_ranks"] == conf["rank_pattern"]
     # rsLoRA scale = LoRA's at the uniform rank that fills the budget (0.5 x r=4 on every module: r=2)
     assert plan["rslora_alpha"] == pytest.approx(8 / math.sqrt(2))

@@ -70,6 +70,10 @@ class StratoSearchConfig(_Section):
     validation_examples: int = Field(256, gt=0, description="Training examples held back to score probes (never the "
                                      "held-out evaluation split); capped at 10% of the training set.")
     ppo_timesteps: int = Field(4096, gt=0, description="PPO solver: environment steps to train the policy for.")
+    min_map_gain: float = Field(
+        0.01, ge=0.0, description="Search only if the sensitivity map values its best allocation at least this "
+        "fraction above the uniform LoRA that fills the budget; below it the map cannot tell allocations apart, so "
+        "the uniform one is trained (with STRATO's start and scheduler) and no probes are spent. 0: always search.")
     init: Literal["gradient", "kaiming"] = Field(
         "gradient", description="Start of LoRA A: 'gradient' puts its rows along the top right singular vectors of "
         "the module's loss gradient (from the sensitivity map; B = 0, so outputs start unchanged), 'kaiming' is "

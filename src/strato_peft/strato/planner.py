@@ -34,8 +34,8 @@ class StratoPlan:
                 "predicted_cost": self.predicted.as_dict(), "budget_usage": self.budget.usage(self.predicted),
                 "budget_limits": self.budget.limits, "budget_fraction": self.budget.fraction,
                 "reference": self.budget.reference_desc, "solver": self.solver,
-                **{k: self.search[k] for k in ("probes", "reused", "probe_seconds", "sensitivity_seconds",
-                                               "total_seconds") if k in self.search}}
+                **{k: self.search[k] for k in ("map_gain", "searched", "probes", "reused", "probe_seconds",
+                                               "sensitivity_seconds", "total_seconds") if k in self.search}}
 
     def as_dict(self) -> dict[str, Any]:
         return {"allocation": self.allocation, "modules": len(self.allocation),
@@ -59,6 +59,18 @@ def budget_rank(problem: Any, fallback: int) -> int:
 
     alloc = uniform_fill(problem)
     return max(alloc.values()) if alloc else fallback
+
+
+def map_gain(problem: Any) -> Optional[float]:
+    """How much more the sensitivity map values its best allocation (greedy on the map) than the uniform LoRA at the
+    same budget, as a fraction of the uniform's value (None when no uniform LoRA fits or the map values it at 0)."""
+    from strato_peft.strato.solvers.knapsack import greedy, uniform_fill
+
+    uniform = uniform_fill(problem)
+    base = problem.surrogate(uniform) if uniform else 0.0
+    if base <= 0:
+        return None
+    return problem.surrogate(greedy(problem, problem.value)) / base - 1.0
 
 
 def setup(cfg: Any, model: Any) -> tuple[list[ModuleSite], LoraCostModel, Budget]:
@@ -116,11 +128,14 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     archive = GoExploreArchive(sites, probe)
     problem.archive, problem.max_probes = archive, max_probes
     solver_name = cfg.peft.solver or "knapsack"
-    options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" else {}
-    result = get_solver(solver_name)(problem, **options)
+    gain = map_gain(problem)
+    searched = solver_name != "uniform" and (gain is None or gain >= s.min_map_gain)
+    options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" and searched else {}
+    result = get_solver(solver_name if searched else "uniform")(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
-    search = {"probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
+    search = {"map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched,
+              "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
               "reused": result.reused, "probe_seconds": result.probe_seconds,
               "solver_seconds": result.search_seconds, "sensitivity_seconds": sensitivity_seconds,
               "total_seconds": time.perf_counter() - start, "validation_examples": len(probe_data.eval),
