@@ -66,6 +66,27 @@ def test_sensitivity_is_the_spectrum_of_the_mean_gradient_and_restores_grad_flag
     assert all(p.requires_grad for n, p in model.named_parameters() if "embed" not in n)
 
 
+def test_top_svd_randomized_path_matches_the_exact_one_and_leaves_the_rng_alone():
+    from strato_peft.strato.sensitivity import top_svd
+
+    g = torch.Generator().manual_seed(0)
+    u0, _ = torch.linalg.qr(torch.randn(300, 12, generator=g))
+    v0, _ = torch.linalg.qr(torch.randn(400, 12, generator=g))
+    mat = u0 @ torch.diag(torch.logspace(1, -1, 12)) @ v0.T + 1e-4 * torch.randn(300, 400, generator=g)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    u, s, vh = top_svd(mat, 4, exact_up_to=0)  # 4 + 16 oversampling << 300: randomized
+    assert torch.equal(torch.get_rng_state(), before)
+    exact = torch.linalg.svd(mat, full_matrices=False)
+    assert u.shape == (300, 4) and s.shape == (4,) and vh.shape == (4, 400)
+    torch.testing.assert_close(s, exact.S[:4], rtol=1e-4, atol=1e-6)
+    # the same subspaces (singular vectors up to sign)
+    torch.testing.assert_close((vh @ exact.Vh[:4].T).abs(), torch.eye(4), atol=1e-3, rtol=0)
+    torch.testing.assert_close((u.T @ exact.U[:, :4]).abs(), torch.eye(4), atol=1e-3, rtol=0)
+    small = top_svd(mat[:40, :50], 4, exact_up_to=0)  # 40 <= 4 x 20: the exact SVD
+    torch.testing.assert_close(small[1], torch.linalg.svdvals(mat[:40, :50])[:4])
+
+
 def test_sensitivity_cache_is_reused_and_keyed_by_data(tmp_path):
     from strato_peft.strato.sensitivity import load_or_build
 

@@ -75,6 +75,26 @@ def _batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+LOWRANK_OVERSAMPLE = 16
+EXACT_SVD_UP_TO = 1024  # matrices whose smaller side is at most this get the exact SVD (tens of ms on a CPU)
+
+
+def top_svd(g: torch.Tensor, k: int, exact_up_to: int = EXACT_SVD_UP_TO
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top ``k`` singular triplets (U_k, s_k, V_k^T) of ``g``: exact unless both sides of ``g`` exceed
+    ``exact_up_to`` and ``k`` is far below them (large models, where a full SVD per module would dominate the map's
+    cost); then randomized (``torch.svd_lowrank``, 4 power iterations, fixed seed, the caller's RNG state kept)."""
+    q = k + LOWRANK_OVERSAMPLE
+    if min(g.shape) <= max(exact_up_to, 4 * q):
+        u, s, vh = torch.linalg.svd(g, full_matrices=False)
+        return u[:, :k], s[:k], vh[:k]
+    devices = [g.device.index or 0] if g.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        u, s, v = torch.svd_lowrank(g, q=q, niter=4)
+    return u[:, :k], s[:k], v[:, :k].T
+
+
 def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any]], sites: Sequence[ModuleSite],
                       max_rank: int) -> SensitivityMap:
     """Accumulate the loss gradient of every site's weight over ``batches`` (model(**batch).loss) and keep the top
@@ -114,10 +134,10 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
             if g is None:
                 spectra[s.name] = [0.0] * min(max_rank, s.d_in, s.d_out)
                 continue
-            u, sv, vh = torch.linalg.svd(g / n_batches, full_matrices=False)
-            spectra[s.name] = [float(x) for x in sv[:max_rank].cpu()]
+            u, sv, vh = top_svd(g / n_batches, max_rank)
+            spectra[s.name] = [float(x) for x in sv.cpu()]
             # input-space directions: rows of V^T (nn.Linear weight is d_out x d_in; Conv1D stores it transposed)
-            inputs = u[:, :max_rank].T if s.conv1d else vh[:max_rank]
+            inputs = u.T if s.conv1d else vh
             directions[s.name] = inputs.detach().float().cpu().contiguous()
     finally:
         for p in params:
