@@ -41,7 +41,8 @@ def test_classification_on_real_minilm_and_tweets(tmp_path, capsys):
 @pytest.mark.parametrize("config,model,task", [("minilm_tweets.yaml", "minilm-l6", "tweet-sentiment"),
                                                ("smollm2_gsm8k.yaml", "smollm2-135m", "gsm8k")])
 def test_strato_example_configs_on_packaged_models(config, model, task, tmp_path, capsys):
-    """Each packaged model's STRATO example: search (sensitivity map, probes), training, plain adapter + plan."""
+    """Each packaged model's STRATO example: sensitivity map, search (probes, where the map separates allocations),
+    training, plain adapter + plan."""
     repo = Path(__file__).resolve().parent.parent
     code = main(["train", "--config", str(repo / "configs" / "strato" / config), "--fast-dev-run",
                  "--output-dir", str(tmp_path)])
@@ -52,4 +53,11 @@ def test_strato_example_configs_on_packaged_models(config, model, task, tmp_path
     assert conf["peft_type"] == "LORA" and conf["use_rslora"] is False
     assert set(conf["rank_pattern"]) == set(conf["target_modules"]) and plan["final_ranks"] == conf["rank_pattern"]
     assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
-    assert plan["search"]["probes"] >= 1 and plan["sensitivity"]["batches"] >= 1
+    assert plan["sensitivity"]["batches"] >= 1 and plan["search"]["map_gain"] is not None
+    # probes run exactly when the map separates the allocations (strato.min_map_gain); else the uniform LoRA trains
+    search = plan["search"]
+    assert search["searched"] == (search["map_gain"] >= search["min_map_gain"])
+    if search["searched"]:
+        assert search["probes"] >= 1
+    else:
+        assert search["probes"] == 0 and len(set(plan["allocation"].values())) == 1
