@@ -47,8 +47,8 @@ class MethodSpec:
 
     ``build`` returns the peft config to apply, or None for full fine-tuning. ``callbacks`` returns Trainer
     callbacks the method needs during training (AdaLoRA's budget allocation, for example). ``save`` replaces the
-    default ``save_pretrained`` of the trained model (STRATO exports its plain adapter and plan). ``initialize`` sets
-adapter weights after peft wrapped the model (STRATO's gradient-aligned start); dry runs skip it.
+    default ``save_pretrained`` of the trained model (STRATO exports its plain adapter and plan). ``initialize``
+    sets adapter weights after peft wrapped the model (STRATO's gradient-aligned start); dry runs skip it.
     """
 
     name: str
