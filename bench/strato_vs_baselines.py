@@ -171,6 +171,10 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
                 else:
                     train(cfg, TrainOptions(no_wandb=True, overwrite=run.final.exists() or run.staging.exists()))
                 log.append({"arm": arm, "seed": seed, "status": "done", "seconds": time.time() - start})
+            except subprocess.CalledProcessError as exc:  # the child printed its own traceback above
+                error = f"its process exited with code {exc.returncode} (traceback in the output above)"
+                log.append({"arm": arm, "seed": seed, "status": "failed", "error": error})
+                print(f"[fail] {arm} seed {seed}: {error}", flush=True)
             except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
                 log.append({"arm": arm, "seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 print(f"[fail] {arm} seed {seed}: {exc}", flush=True)
