@@ -86,6 +86,12 @@ def _powered(problem: AllocationProblem, site: ModuleSite, r: int, p: float) -> 
     return sum(max(problem.value(site, k) - problem.value(site, k - 1), 0.0) ** p for k in range(1, r + 1))
 
 
+def candidate_row(problem: AllocationProblem, label: str, alloc: Allocation) -> dict:
+    """What strato_plan.json records of a considered allocation (its probe score is added when probed)."""
+    return {"label": label, "modules": len(alloc), "total_rank": sum(alloc.values()),
+            "surrogate": problem.surrogate(alloc), "usage": problem.usage(alloc)}
+
+
 def solve_knapsack(problem: AllocationProblem) -> SolverResult:
     """Greedy candidates; probes (if any) choose, else the full-strength map's greedy allocation."""
     start = time.perf_counter()
@@ -97,8 +103,7 @@ def solve_knapsack(problem: AllocationProblem) -> SolverResult:
     rows = []
     best: Optional[tuple[float, Allocation]] = None
     for n, (label, alloc) in enumerate(cands):
-        row = {"label": label, "modules": len(alloc), "total_rank": sum(alloc.values()),
-               "surrogate": problem.surrogate(alloc), "usage": problem.usage(alloc)}
+        row = candidate_row(problem, label, alloc)
         if arch is not None and n < problem.max_probes:
             rec: ProbeRecord = arch.evaluate(alloc, solver="knapsack")
             row.update(score=rec.score, probe_seconds=rec.seconds)
@@ -122,10 +127,8 @@ def solve_uniform(problem: AllocationProblem) -> SolverResult:
     alloc = uniform_fill(problem)
     if not alloc:
         raise ValueError("uniform: rank 1 on every candidate module does not fit the budget")
-    row = {"label": "uniform", "modules": len(alloc), "total_rank": sum(alloc.values()),
-           "surrogate": problem.surrogate(alloc), "usage": problem.usage(alloc)}
     return SolverResult(allocation=alloc, solver="uniform", search_seconds=time.perf_counter() - start,
-                        candidates=[row], details={"chosen": "uniform"})
+                        candidates=[candidate_row(problem, "uniform", alloc)], details={"chosen": "uniform"})
 
 
 register_solver("knapsack", solve_knapsack)
