@@ -400,7 +400,7 @@ def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_r
 
     cfg = make_config("llama", "strato", training={"batch_size": 2, "gradient_accumulation_steps": 2})
     data = load_task_data(cfg.task, cfg.seed)
-    seen = []
+    seen, eval_sizes = [], []
 
     class Fake:
         def __init__(self, rows):
@@ -417,6 +417,7 @@ def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_r
 
     def fake_trainer(cfg_, model, tok, data_, platform, workdir, steps, callbacks=()):
         seen.append([r["prompt"] for r in data_.train])
+        eval_sizes.append(len(data_.eval))
         return Fake(data_.train)
 
     monkeypatch.setattr(probe_mod, "_trainer", fake_trainer)
@@ -427,6 +428,7 @@ def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_r
     assert seen[0] == seen[1] == [r["prompt"] for r in data.train[:8]]  # 2 steps x batch 2 x accumulation 2
     batches = probe_mod.sensitivity_batches(cfg, None, None, data, None, n=3)
     assert len(batches) == 3 and seen[2] == [r["prompt"] for r in data.train[:12]]
+    assert eval_sizes[2] == 1  # the map's pass reads no eval rows: it does not tokenize the whole held-out set
 
 
 @pytest.mark.parametrize("kind,task", [("llama", "causal_lm"), ("bert", "classification")])

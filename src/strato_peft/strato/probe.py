@@ -57,8 +57,10 @@ def sensitivity_batches(cfg: Any, model: Any, tokenizer: Any, data: Any, platfor
                         ) -> list[Mapping[str, Any]]:
     """``n`` training batches (of the first rows ``n`` steps use) exactly as the trainer collates them (same
     tokenisation and masking)."""
+    rows = first_rows_for(data, cfg, n)
+    rows = replace(rows, eval=rows.train[:1])  # the trainer tokenizes its eval set, which this pass never reads
     with tempfile.TemporaryDirectory(prefix="strato-sens-") as tmp:
-        trainer = _trainer(cfg, model, tokenizer, first_rows_for(data, cfg, n), platform, Path(tmp), steps=1)
+        trainer = _trainer(cfg, model, tokenizer, rows, platform, Path(tmp), steps=1)
         batches = []
         for batch in trainer.get_train_dataloader():
             batches.append({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
