@@ -21,7 +21,10 @@ Tasks:
 
 Arms: LoRA on all linear layers at r = 1, 2, 4, 8, 16 (the frontier), LoRA q,v r=8 (the original's baseline), LoRA
 MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA at half rank (r=4, all linear), and
-STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params.
+STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
+(the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
+whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_kaiming,
+strato_uniform_b0.5_nosched).
 
     python bench/strato_vs_baselines.py --task tweets            # everything (hours on 2 CPU cores)
     python bench/strato_vs_baselines.py --task tweets --arms lora_all_r8 strato_knapsack_b0.5 --seeds 42
