@@ -328,13 +328,16 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain", [("llama", "causal_lm", True, "knapsack", 0.0),
-                                                                  ("bert", "classification", False, "knapsack", 0.0),
-                                                                  ("gpt2", "causal_lm", False, "ppo", 0.0),
-                                                                  ("bert", "classification", False, "ppo", 1e9)])
-def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, min_gain, make_config,
-                                                                tiny_root, monkeypatch, tmp_path):
-    """min_gain 1e9: the map never separates enough to search, so the uniform LoRA trains and no probe runs."""
+@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain,fraction", [
+    ("llama", "causal_lm", True, "knapsack", 0.0, 1.0),
+    ("bert", "classification", False, "knapsack", 0.0, 1.0),
+    ("gpt2", "causal_lm", False, "ppo", 0.0, 1.0),
+    ("bert", "classification", False, "ppo", 1e9, 1.0),
+    ("llama", "causal_lm", False, "knapsack", 0.0, 0.15)])
+def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, min_gain, fraction,
+                                                                make_config, tiny_root, monkeypatch, tmp_path):
+    """min_gain 1e9: the map never separates enough to search, so the uniform LoRA trains and no probe runs; fraction
+    0.15: two 2-step probes do not fit in 15% of 12 steps, so no search either."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -346,7 +349,8 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
                                                                              "sensitivity_batches": 2,
                                                                              "scheduler": scheduler,
                                                                              "scheduler_interval": 2,
-                                                                             "min_map_gain": min_gain}},
+                                                                             "min_map_gain": min_gain,
+                                                                             "max_search_fraction": fraction}},
                       training={"max_steps": 12})
     result = train(cfg)
     adapter = result.run_dir / "adapter"
@@ -354,10 +358,12 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     conf = json.loads((adapter / "adapter_config.json").read_text())
     assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
     assert plan["search"]["sensitivity_seconds"] > 0 and plan["search"]["map_gain"] is not None
-    if min_gain == 0:
+    if min_gain == 0 and fraction == 1.0:
         assert plan["search"]["searched"] is True and plan["search"]["probes"] == 2
+        assert plan["search"]["skipped"] is None
     else:
         assert plan["search"]["searched"] is False and plan["search"]["probes"] == 0
+        assert ("min_map_gain" if min_gain else "max_search_fraction") in plan["search"]["skipped"]
         sites = adaptable_sites(result.model)
         assert set(plan["allocation"]) == {s.name for s in sites} and set(plan["allocation"].values()) == {2}
     assert plan["final_ranks"] == conf["rank_pattern"]
@@ -480,3 +486,14 @@ def test_strato_bad_budget_is_a_one_line_error(make_config, peft, needle):
 
     with pytest.raises(ConfigError, match=needle):
         dry_run(make_config("llama", "strato", peft=peft))
+
+
+def test_probe_allowance_caps_the_probes_at_a_fraction_of_the_run():
+    """Probes together stay within max_search_fraction of the run's steps, and never above max_probes."""
+    from strato_peft.strato.planner import probe_allowance
+
+    assert probe_allowance(3, 10, 126, 0.15) == 1      # 18 steps: one 10-step probe (the benchmark's addition run)
+    assert probe_allowance(3, 10, 188, 0.15) == 2      # 28 steps: two (tweets)
+    assert probe_allowance(3, 50, 1000, 0.15) == 3     # 150 steps: three, the configured maximum
+    assert probe_allowance(3, 50, 10_000, 0.15) == 3
+    assert probe_allowance(0, 10, 1000, 1.0) == 0

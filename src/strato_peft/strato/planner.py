@@ -34,8 +34,9 @@ class StratoPlan:
                 "predicted_cost": self.predicted.as_dict(), "budget_usage": self.budget.usage(self.predicted),
                 "budget_limits": self.budget.limits, "budget_fraction": self.budget.fraction,
                 "reference": self.budget.reference_desc, "solver": self.solver,
-                **{k: self.search[k] for k in ("map_gain", "searched", "probes", "reused", "probe_seconds",
-                                               "sensitivity_seconds", "total_seconds") if k in self.search}}
+                **{k: self.search[k] for k in ("map_gain", "searched", "skipped", "probes", "reused",
+                                               "probe_seconds", "sensitivity_seconds", "total_seconds")
+                   if k in self.search}}
 
     def as_dict(self) -> dict[str, Any]:
         return {"allocation": self.allocation, "modules": len(self.allocation),
@@ -71,6 +72,11 @@ def map_gain(problem: Any) -> Optional[float]:
     if base <= 0:
         return None
     return problem.surrogate(greedy(problem, problem.value)) / base - 1.0
+
+
+def probe_allowance(max_probes: int, probe_steps: int, total_steps: int, max_fraction: float) -> int:
+    """How many probes of ``probe_steps`` fit in ``max_fraction`` of a ``total_steps`` run, at most ``max_probes``."""
+    return min(max_probes, int(max_fraction * total_steps) // max(1, probe_steps))
 
 
 def setup(cfg: Any, model: Any) -> tuple[list[ModuleSite], LoraCostModel, Budget]:
@@ -120,21 +126,31 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
                                 seed=cfg.seed)
     alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
     probe_steps = s.probe_steps or max(10, int(0.05 * total_steps))
-    max_probes = s.max_probes
-    if fast_dev_run:
-        probe_steps, max_probes = 2, min(max_probes, 2)
+    max_probes = probe_allowance(s.max_probes, probe_steps, total_steps, s.max_search_fraction)
+    if fast_dev_run:  # exercises the search path whatever the run's length
+        probe_steps, max_probes = 2, min(s.max_probes, 2)
     probe_data, _ = validation_split(data, s.validation_examples, cfg.seed)
     probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha, smap.directions)
     archive = GoExploreArchive(sites, probe)
     problem.archive, problem.max_probes = archive, max_probes
     solver_name = cfg.peft.solver or "knapsack"
     gain = map_gain(problem)
-    searched = solver_name != "uniform" and (gain is None or gain >= s.min_map_gain)
+    if solver_name == "uniform":
+        skipped = "solver: uniform"
+    elif gain is not None and gain < s.min_map_gain:
+        skipped = f"map gain {gain:.4f} < min_map_gain {s.min_map_gain}"
+    elif max_probes < min(2, s.max_probes):  # the cap cut the probes to fewer than can compare two allocations
+        skipped = (f"{max_probes} probe(s) of {probe_steps} steps fit in max_search_fraction {s.max_search_fraction} "
+                   f"of {total_steps} steps")
+    else:
+        skipped = None
+    searched = skipped is None
     options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" and searched else {}
     result = get_solver(solver_name if searched else "uniform")(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
-    search = {"map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched,
+    search = {"map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched, "skipped": skipped,
+              "max_search_fraction": s.max_search_fraction, "total_steps": total_steps,
               "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
               "reused": result.reused, "probe_seconds": result.probe_seconds,
               "solver_seconds": result.search_seconds, "sensitivity_seconds": sensitivity_seconds,
