@@ -234,6 +234,8 @@ def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     assert problem.surrogate(result.allocation) > problem.surrogate(uniform_fill(problem))
     assert result.probes == len(calls) == 2 and len(result.candidates) >= 2
     assert sum(1 for c in result.candidates if "score" in c) == 2
+    # two probes: the map's pick against the uniform LoRA it must beat (not two variants of the map)
+    assert [c["label"] for c in result.candidates if "score" in c] == ["greedy value^1", "uniform"]
     # the same problem again: every candidate's cell is archived, nothing is re-run
     again = get_solver("knapsack")(problem)
     assert again.probes == 0 and again.reused == 2 and len(calls) == 2

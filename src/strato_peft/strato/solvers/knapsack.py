@@ -65,13 +65,13 @@ def uniform_fill(problem: AllocationProblem) -> Allocation:
 
 
 def candidates(problem: AllocationProblem, powers: tuple[float, ...] = POWERS) -> list[tuple[str, Allocation]]:
-    """Distinct candidate allocations, most trusted in the map first."""
-    out: list[tuple[str, Allocation]] = []
+    """Distinct candidate allocations in probing order: the map's own pick, then the uniform LoRA (the reference a
+    search must beat, so it is probed whenever two probes are), then the flattened maps."""
+    picks: list[tuple[str, Allocation]] = []
     for p in powers:
         value = problem.value if p == 1.0 else (lambda s, r, p=p: _powered(problem, s, r, p))
-        alloc = greedy(problem, value)
-        out.append((f"greedy value^{p:g}", alloc))
-    out.append(("uniform", uniform_fill(problem)))
+        picks.append((f"greedy value^{p:g}", greedy(problem, value)))
+    out = [*picks[:1], ("uniform", uniform_fill(problem)), *picks[1:]]
     seen, distinct = set(), []
     for label, alloc in out:
         key = tuple(sorted(alloc.items()))
