@@ -106,6 +106,7 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # ablations at 0.5x: where a STRATO gain comes from (no search: uniform ranks; no gradient-aligned start; no
     # scheduler either: LoRA at the budget's uniform rank with only STRATO's start)
     out["strato_uniform_b0.5"] = {"method": "strato", "solver": "uniform", "budget": 0.5}
+    out["strato_uniform_b0.125"] = {"method": "strato", "solver": "uniform", "budget": 0.125}  # where tweets searches
     out["strato_knapsack_b0.5_kaiming"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
                                            "strato": {"init": "kaiming"}}
     out["strato_uniform_b0.5_nosched"] = {"method": "strato", "solver": "uniform", "budget": 0.5,
