@@ -52,6 +52,9 @@ ROOT = Path(__file__).resolve().parent
 REFERENCE_ARM = "lora_all_r8"
 FRONTIER_RANKS = (1, 2, 4, 8, 16)
 CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r16's params
+# a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
+# exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
+COST_TOLERANCE = 1.01
 
 TASKS: dict[str, dict[str, Any]] = {
     "tweets": {
@@ -265,8 +268,8 @@ def _held_out_size(run_dir: Path) -> Optional[int]:
 
 
 def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """At 0.5x budget: STRATO >= the best LoRA-frontier arm that costs no more, >= MLP-only and DoRA; wall time
-    (search + training) <= 1.2x one LoRA r=8 run."""
+    """At 0.5x budget: STRATO >= the best LoRA-frontier arm that costs no more (within 1%), >= MLP-only and DoRA;
+    wall time (search + training) <= 1.2x one LoRA r=8 run."""
     ref = arms_.get(REFERENCE_ARM)
     out = {}
     for name, a in arms_.items():
@@ -274,7 +277,7 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         frontier = [arms_[f"lora_all_r{r}"] for r in FRONTIER_RANKS if f"lora_all_r{r}" in arms_
                     and arms_[f"lora_all_r{r}"]["mean"] is not None
-                    and (arms_[f"lora_all_r{r}"]["params"] or 0) <= (a["params"] or 0)]
+                    and (arms_[f"lora_all_r{r}"]["params"] or 0) <= COST_TOLERANCE * (a["params"] or 0)]
         best_frontier = max((f["mean"] for f in frontier), default=None)
         # MLP-only (r8's params) and DoRA r4 are the issue's cheap alternatives to the 0.5x budget: checked from
         # 0.5x up, not against the curve's cheaper points (r1, r2 params)
