@@ -344,11 +344,12 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()))
     curve = summary.get("curve") or {}
     if curve.get("points"):
-        lines += ["", "STRATO (knapsack) along LoRA's curve: score minus the best LoRA all-linear rank at no more params:",
-                  "", "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin |", "|---|---|---|---|---|"]
+        lines += ["", "STRATO (knapsack) along LoRA's curve: score minus the best LoRA all-linear rank at no more "
+                  "params:", "", "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin |",
+                  "|---|---|---|---|---|"]
         for budget, p in curve["points"].items():
-            lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | {p['frontier_best_at_cost']:.2f} | "
-                         f"{p['margin']:+.2f} |")
+            lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | "
+                         f"{p['frontier_best_at_cost']:.2f} | {p['margin']:+.2f} |")
         verdict = curve["beats_whole_curve"]
         lines += ["", "Beats LoRA's whole curve: " + (f"**{verdict}**" if verdict is not None else
                                                       "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")]
