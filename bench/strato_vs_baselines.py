@@ -281,9 +281,9 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
         best_frontier = max((f["mean"] for f in frontier), default=None)
         # MLP-only (r8's params) and DoRA r4 are the issue's cheap alternatives to the 0.5x budget: checked from
         # 0.5x up, not against the curve's cheaper points (r1, r2 params)
-        half = 0.5 * (ref["params"] or 0) * 0.99
+        at_half_or_more = COST_TOLERANCE * (a["params"] or 0) >= 0.5 * (ref["params"] or 0)
         others = {k: arms_[k]["mean"] for k in ("lora_mlp_eqparams", "dora_all_r4") if k in arms_
-                  and arms_[k]["mean"] is not None and (a["params"] or 0) >= half}
+                  and arms_[k]["mean"] is not None and at_half_or_more}
         wall_ratio = (a["wall_seconds"] / ref["wall_seconds"]) if a["wall_seconds"] and ref["wall_seconds"] else None
         checks = {
             "beats_frontier_at_cost": None if best_frontier is None else a["mean"] >= best_frontier,
