@@ -82,6 +82,23 @@ def test_existing_run_is_never_overwritten_silently(make_config, tmp_path, capsy
     assert not list(first.run_dir.parent.glob(".*"))  # no staging or replaced folders left behind
 
 
+def test_atomic_file_replaces_on_success_and_leaves_nothing_on_failure(tmp_path):
+    """A failed write keeps the earlier file intact and leaves no temporary file behind."""
+    from strato_peft.outputs import atomic_file, atomic_write_text
+
+    target = tmp_path / "sub" / "out.bin"
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"first" and sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second" and len(list(target.parent.iterdir())) == 1
+
+
 def test_results_layout(make_config):
     cfg = make_config("llama", "lora")
     result = train(cfg)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,13 +199,11 @@ def load_or_build(cache_dir: Optional[Path], key_parts: Mapping[str, Any], model
     if path is not None:
         from safetensors.torch import save_file
 
-        from strato_peft.outputs import atomic_write_text
+        from strato_peft.outputs import atomic_file, atomic_write_text
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         # vectors first: a map file without its vectors beside it is never taken for a complete entry
-        tmp = vectors.with_suffix(f".{os.getpid()}.tmp")
-        save_file(smap.directions, str(tmp))
-        os.replace(tmp, vectors)
+        with atomic_file(vectors) as tmp:
+            save_file(smap.directions, str(tmp))
         atomic_write_text(path, json.dumps(smap.to_json()))
         smap.info["cache_file"] = str(path)
     return smap
