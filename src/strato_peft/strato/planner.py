@@ -125,10 +125,11 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
                                 seed=cfg.seed)
     alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
-    probe_steps = s.probe_steps or max(10, int(0.05 * total_steps))
-    max_probes = probe_allowance(s.max_probes, probe_steps, total_steps, s.max_search_fraction)
     if fast_dev_run:  # exercises the search path whatever the run's length
         probe_steps, max_probes = 2, min(s.max_probes, 2)
+    else:
+        probe_steps = s.probe_steps or max(10, int(0.05 * total_steps))
+        max_probes = probe_allowance(s.max_probes, probe_steps, total_steps, s.max_search_fraction)
     probe_data, _ = validation_split(data, s.validation_examples, cfg.seed)
     probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha, smap.directions)
     archive = GoExploreArchive(sites, probe)
