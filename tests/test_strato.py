@@ -111,7 +111,7 @@ def test_sensitivity_cache_is_reused_and_keyed_by_data(tmp_path):
 
 def _first_b_gradients(model, batches):
     """The gradient norm of every LoRA B at the start (B = 0): how much of the weight gradient LoRA can use."""
-    from strato_peft.strato.export import lora_layers
+    from strato_peft.strato.layers import lora_layers
 
     model.zero_grad()
     model.eval()
@@ -126,7 +126,7 @@ def test_gradient_init_aligns_a_with_the_gradient_and_keeps_outputs(arch):
     gradient of B then carries the top-r singular values of the weight gradient: more than a random A captures."""
     from peft import LoraConfig, get_peft_model
 
-    from strato_peft.strato.export import lora_layers
+    from strato_peft.strato.layers import lora_layers
     from strato_peft.strato.init import apply_init
     from strato_peft.strato.sensitivity import build_sensitivity
 

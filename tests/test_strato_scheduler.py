@@ -9,8 +9,9 @@ import torch
 
 from tiny import make_model_dir
 
-from strato_peft.strato.scheduler import (RankScheduler, delta_weight, grow_lora, lora_layers, module_ranks,
-                                          set_module_rank, shrink_lora)
+from strato_peft.strato.layers import current_ranks, lora_layers
+from strato_peft.strato.resize import delta_weight, grow_lora, set_module_rank, shrink_lora
+from strato_peft.strato.scheduler import RankScheduler
 
 MIXED = (2, 4, 8)
 
@@ -98,7 +99,7 @@ def test_resizes_keep_function_and_truncate_to_best_rank_k(model_dirs, kind):
         assert layer.r["default"] == k and math.isclose(layer.scaling["default"], 8.0 / math.sqrt(k))
         torch.testing.assert_close(delta_weight(layer).double(), best, atol=1e-5, rtol=1e-4)
         assert model.peft_config["default"].rank_pattern[name] == k
-    assert model.peft_config["default"].rank_pattern == module_ranks(model)
+    assert model.peft_config["default"].rank_pattern == current_ranks(model)
 
 
 def test_optimizer_state_is_transported(model_dirs):
@@ -189,7 +190,7 @@ def test_trainer_run_grows_shrinks_within_budget_and_reloads(model_dirs, tmp_pat
                 for k, v in st.items():
                     if torch.is_tensor(v) and v.dim() and v.shape != p.shape:
                         problems.append(f"step {state.global_step}: state {k} shape {tuple(v.shape)} != {p.shape}")
-            if not fits(module_ranks(model)):
+            if not fits(current_ranks(model)):
                 problems.append(f"step {state.global_step}: over budget")
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -223,7 +224,7 @@ def test_trainer_run_grows_shrinks_within_budget_and_reloads(model_dirs, tmp_pat
             last_dir[e["module"]] = (step, e["reason"])
         assert fits(ranks), step
     final = sched.final_ranks()
-    assert ranks == final == module_ranks(model) == model.peft_config["default"].rank_pattern
+    assert ranks == final == current_ranks(model) == model.peft_config["default"].rank_pattern
     assert final != alloc
     assert sched.timeline[0] == {"step": 0, "total_rank": sum(alloc.values()),
                                  "lora_params": sum(per_rank[n] * r for n, r in alloc.items())}
@@ -239,7 +240,7 @@ def test_trainer_run_grows_shrinks_within_budget_and_reloads(model_dirs, tmp_pat
     model.save_pretrained(tmp_path / "adapter")
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
-    assert module_ranks(reloaded) == final
+    assert current_ranks(reloaded) == final
     torch.testing.assert_close(_logits(reloaded, ids), want, atol=1e-5, rtol=1e-5)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from strato_peft.strato.allocation import Allocation, clean
+from strato_peft.strato.layers import lora_layers
 
 
 def training_lora_config(allocation: Mapping[str, int], alpha: float, dropout: float, task_type: str,
@@ -30,19 +31,6 @@ def training_lora_config(allocation: Mapping[str, int], alpha: float, dropout: f
     return LoraConfig(r=top, lora_alpha=alpha, lora_dropout=dropout, use_rslora=True, bias=bias,
                       target_modules=sorted(alloc), rank_pattern=dict(alloc), task_type=task_type,
                       modules_to_save=list(modules_to_save) if modules_to_save else None)
-
-
-def lora_layers(model: torch.nn.Module, adapter: str = "default") -> dict[str, Any]:
-    """Full base-model name -> peft LoraLayer carrying ``adapter``."""
-    from peft.tuners.lora import LoraLayer
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {n: m for n, m in base.named_modules() if isinstance(m, LoraLayer) and adapter in m.r}
-
-
-def current_ranks(model: torch.nn.Module, adapter: str = "default") -> Allocation:
-    """The ranks the model's LoRA layers have now (after any scheduler changes)."""
-    return {n: int(m.r[adapter]) for n, m in lora_layers(model, adapter).items()}
 
 
 def check_patterns(model: torch.nn.Module, patterns: Mapping[str, Any], adapter: str = "default") -> None:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from strato_peft.strato.export import lora_layers
+from strato_peft.strato.layers import lora_layers
 
 INITS = ("gradient", "kaiming")
 
