@@ -1,0 +1,73 @@
+"""The verdicts of bench/strato_vs_baselines.py (the benchmark that decides whether STRATO wins), on made-up arms."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "strato_vs_baselines.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("strato_vs_baselines", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def arm(mean: float, params: int, wall: float) -> dict:
+    return {"mean": mean, "params": params, "wall_seconds": wall}
+
+
+R1 = 1000  # params of LoRA r1; rank r costs r * R1
+
+
+def test_higher_bar_against_the_frontier_mlp_dora_and_r8_wall_time(bench):
+    arms = {f"lora_all_r{r}": arm(70.0 + r / 10, r * R1, 100.0) for r in (1, 2, 4, 8, 16)}
+    arms["lora_mlp_eqparams"] = arm(71.0, 8 * R1, 90.0)
+    arms["dora_all_r4"] = arm(70.5, 5 * R1, 130.0)
+    arms["strato_knapsack_b0.5"] = arm(70.45, 4 * R1 - 3, 115.0)   # above r1, r2 (70.2); r4 costs 3 params more
+    arms["strato_knapsack_b0.7"] = arm(70.9, int(5.6 * R1), 125.0)  # r4 (70.4) is within cost; too slow
+    v = bench.higher_bar(arms)
+    half = v["strato_knapsack_b0.5"]
+    assert half["frontier_best_at_cost"] == pytest.approx(70.4)  # r4 counts: 3 params over is within 1%
+    assert half["beats_frontier_at_cost"] is True and half["beats_lora_mlp_eqparams"] is False
+    assert half["beats_dora_all_r4"] is False and half["all_passed"] is False
+    assert half["wall_reference"] == "lora_all_r8" and half["wall_time_ratio"] == pytest.approx(1.15)
+    seven = v["strato_knapsack_b0.7"]
+    assert seven["wall_time_ok"] is False and seven["beats_dora_all_r4"] is True
+
+
+def test_higher_bar_without_r8_runs_uses_the_highest_rank_present(bench):
+    """CPU re-runs hold only some arms: the wall-time reference is the highest frontier rank there, and r8's params
+    (for the 'from 0.5x up' MLP/DoRA checks) follow from that rank's."""
+    arms = {"lora_all_r4": arm(91.0, 4 * R1, 1000.0), "dora_all_r4": arm(91.2, 5 * R1, 1400.0),
+            "strato_knapsack_b0.5": arm(93.0, 4 * R1, 1100.0), "strato_knapsack_b0.25": arm(90.0, 2 * R1, 900.0)}
+    v = bench.higher_bar(arms)
+    half = v["strato_knapsack_b0.5"]
+    assert half["wall_reference"] == "lora_all_r4" and half["wall_time_ratio"] == pytest.approx(1.1)
+    assert half["beats_frontier_at_cost"] is True and half["beats_dora_all_r4"] is True and half["all_passed"] is True
+    quarter = v["strato_knapsack_b0.25"]
+    assert quarter["frontier_best_at_cost"] is None  # no LoRA rank at <= its params in this folder
+    assert "beats_dora_all_r4" not in quarter          # below 0.5x of r8's params: not compared with DoRA r4
+    assert bench.higher_bar({"strato_knapsack_b0.5": arm(93.0, 4 * R1, 1100.0)}) == {}  # nothing to compare with
+
+
+def test_curve_verdict_needs_a_point_at_every_rank_and_no_negative_margin(bench):
+    arms = {f"lora_all_r{r}": arm(70.0 + r / 10, r * R1, 100.0) for r in (1, 2, 4, 8, 16)}
+    budgets = {0.125: 1, 0.25: 2, 0.5: 4, 1.0: 8, 2.0: 16}
+    for b, r in budgets.items():
+        arms[f"strato_knapsack_b{b}"] = arm(70.05 + r / 10, r * R1, 100.0)
+    curve = bench.curve_verdict(arms, bench.higher_bar(arms))
+    assert curve["beats_whole_curve"] is True
+    assert [p["margin"] for p in curve["points"].values()] == pytest.approx([0.05] * 5)
+    arms["strato_knapsack_b1.0"]["mean"] = 70.7  # below LoRA r8 (70.8)
+    assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is False
+    del arms["strato_knapsack_b2.0"]
+    assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is None
