@@ -71,3 +71,19 @@ def test_curve_verdict_needs_a_point_at_every_rank_and_no_negative_margin(bench)
     assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is False
     del arms["strato_knapsack_b2.0"]
     assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is None
+
+
+def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(bench, tmp_path):
+    """Without LoRA r8 runs, compare's baseline (the original criteria) and the wall-time reference are both the
+    highest frontier rank present, not whichever arm compare would pick by default (here r1, sorting first)."""
+    from test_compare import write_config
+
+    write_config(tmp_path, "lora_all_r1", [0.70, 0.71], trainable=R1, wall=100.0)
+    write_config(tmp_path, "lora_all_r4", [0.72, 0.71], trainable=4 * R1, wall=110.0)
+    write_config(tmp_path, "strato_knapsack_b0.5", [0.74, 0.73], trainable=4 * R1, wall=121.0)
+    summary = bench.summarize("tweets", tmp_path)
+    assert bench.reference_order()[:2] == ["lora_all_r8", "lora_all_r16"]
+    assert summary["comparison"]["baseline"] == "lora_all_r4"
+    half = summary["verdicts"]["strato_knapsack_b0.5"]
+    assert half["wall_reference"] == "lora_all_r4" and half["wall_time_ratio"] == pytest.approx(1.1)
+    assert summary["arms"]["strato_knapsack_b0.5"]["mean"] == pytest.approx(73.5)
