@@ -175,6 +175,33 @@ def test_gradient_init_aligns_a_with_the_gradient_and_keeps_outputs(arch):
     assert sum(grads["gradient"].values()) > 1.2 * sum(grads["kaiming"].values())
 
 
+def test_gradient_init_leaves_modules_below_min_rank_at_peft_init():
+    """``init_min_rank`` 2 (the default): rank-1 modules keep peft's random A, rank >= 2 ones get the directions."""
+    from peft import LoraConfig, get_peft_model
+
+    from strato_peft.config import validate_config
+    from strato_peft.strato.init import apply_init
+    from strato_peft.strato.layers import lora_layers
+    from strato_peft.strato.sensitivity import build_sensitivity
+
+    model = tiny_llama()
+    sites = adaptable_sites(model)
+    smap = build_sensitivity(model, random_batches(2), sites, max_rank=4)
+    one, two = "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.q_proj"
+    torch.manual_seed(1)
+    m = get_peft_model(model, LoraConfig(r=1, lora_alpha=2.0, use_rslora=True, target_modules=[one, two],
+                                         rank_pattern={two: 2}))
+    layers = lora_layers(m)
+    a_one = layers[one].lora_A["default"].weight.detach().clone()
+    default_min = validate_config({"peft": {"method": "strato"}}).peft.strato.init_min_rank
+    summary = apply_init(m, "gradient", smap.directions, default_min)
+    assert default_min == 2 and summary["modules"] == 1 and summary["kaiming_modules"] == 1
+    torch.testing.assert_close(layers[one].lora_A["default"].weight, a_one)  # untouched
+    a_two = layers[two].lora_A["default"].weight
+    torch.testing.assert_close(a_two / a_two.norm(dim=1, keepdim=True), smap.directions[two][:2], rtol=1e-4, atol=1e-5)
+    assert apply_init(m, "gradient", smap.directions, 1)["modules"] == 2
+
+
 def test_gradient_init_rejects_directions_of_another_shape():
     from peft import LoraConfig, get_peft_model
 
@@ -386,9 +413,13 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
         assert conf["rank_pattern"] == plan["allocation"]
         assert lora_params == plan["predicted_cost"]["params"]
     assert result.metrics["strato"]["modules"] == len(plan["allocation"]) and plan["solver"] == solver
-    # training started from the gradient-aligned A on every chosen module (the default strato.init)
-    assert result.metrics["strato"]["init"] == {"init": "gradient", "modules": len(plan["allocation"]),
-                                                "rows": sum(plan["allocation"].values())}
+    # training started from the gradient-aligned A on every chosen module of rank >= init_min_rank (2, the
+    # default; this allocation is rank 2 everywhere, so every module), peft's A on the others
+    start = result.metrics["strato"]["init"]
+    aligned = {n: r for n, r in plan["allocation"].items() if r >= 2}
+    assert start == {"init": "gradient", "min_rank": 2, "modules": len(aligned), "rows": sum(aligned.values()),
+                     "kaiming_modules": len(plan["allocation"]) - len(aligned)}
+    assert start["modules"] > 0
 
     cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
     kwargs = {"num_labels": 2} if task == "classification" else {}

@@ -46,7 +46,8 @@ def initialize_strato(model: Any, ctx: MethodContext) -> None:
     """Start LoRA as the probes did (``peft.strato.init``: gradient-aligned A by default)."""
     from strato_peft.strato.init import apply_init
 
-    ctx.artifacts["strato"]["init"] = apply_init(model, ctx.peft.strato.init, ctx.state["plan"].directions)
+    ctx.artifacts["strato"]["init"] = apply_init(model, ctx.peft.strato.init, ctx.state["plan"].directions,
+                                                 ctx.peft.strato.init_min_rank)
 
 
 def _scheduler(plan: Any, ctx: MethodContext) -> Any:

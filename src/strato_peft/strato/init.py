@@ -20,16 +20,16 @@ from strato_peft.strato.layers import lora_layers
 INITS = ("gradient", "kaiming")
 
 
-def gradient_init(model: torch.nn.Module, directions: Mapping[str, torch.Tensor], adapter: str = "default"
-                  ) -> dict[str, int]:
-    """Overwrite the first rows of every LoRA A in ``model`` with the module's stored directions (scaled to the
-    RMS row norm of the A peft drew) and zero B. Returns module name -> rows set (modules without stored
-    directions keep peft's init)."""
+def gradient_init(model: torch.nn.Module, directions: Mapping[str, torch.Tensor], adapter: str = "default",
+                  min_rank: int = 1) -> dict[str, int]:
+    """Overwrite the first rows of every LoRA A in ``model`` of rank >= ``min_rank`` with the module's stored
+    directions (scaled to the RMS row norm of the A peft drew) and zero B. Returns module name -> rows set
+    (modules without stored directions, or below ``min_rank``, keep peft's init)."""
     done: dict[str, int] = {}
     with torch.no_grad():
         for name, layer in lora_layers(model, adapter).items():
             v = directions.get(name)
-            if v is None:
+            if v is None or int(layer.r[adapter]) < min_rank:
                 continue
             a = layer.lora_A[adapter].weight
             if v.shape[-1] != a.shape[1]:
@@ -43,11 +43,14 @@ def gradient_init(model: torch.nn.Module, directions: Mapping[str, torch.Tensor]
     return done
 
 
-def apply_init(model: torch.nn.Module, init: str, directions: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Apply ``init`` ('gradient' or 'kaiming': peft's own) to a freshly wrapped STRATO model; a summary for logs."""
+def apply_init(model: torch.nn.Module, init: str, directions: Mapping[str, torch.Tensor], min_rank: int = 1
+               ) -> dict[str, Any]:
+    """Apply ``init`` ('gradient' or 'kaiming': peft's own) to a freshly wrapped STRATO model, the gradient start
+    only on modules of rank >= ``min_rank``; a summary for logs."""
     if init not in INITS:
         raise ValueError(f"strato.init: expected one of {INITS}, got {init!r}")
     if init == "kaiming":
         return {"init": "kaiming"}
-    done = gradient_init(model, directions)
-    return {"init": "gradient", "modules": len(done), "rows": int(sum(done.values()))}
+    done = gradient_init(model, directions, min_rank=min_rank)
+    return {"init": "gradient", "min_rank": min_rank, "modules": len(done), "rows": int(sum(done.values())),
+            "kaiming_modules": len(lora_layers(model)) - len(done)}

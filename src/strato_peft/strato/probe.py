@@ -107,7 +107,7 @@ def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data
                                     cfg.peft.modules_to_save, cfg.peft.bias)
         model = get_peft_model(base_model if in_place else copy.deepcopy(base_model), lcfg)
         try:
-            apply_init(model, cfg.peft.strato.init, directions or {})
+            apply_init(model, cfg.peft.strato.init, directions or {}, cfg.peft.strato.init_min_rank)
             with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
                 trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
                 trainer.train()
