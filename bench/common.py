@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 def provenance(args: argparse.Namespace) -> dict[str, Any]:
     """The command line, the machine and the settings of a benchmark run."""
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),  # quoted: copy-pastes into a shell
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},

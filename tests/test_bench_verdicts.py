@@ -87,3 +87,16 @@ def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(b
     half = summary["verdicts"]["strato_knapsack_b0.5"]
     assert half["wall_reference"] == "lora_all_r4" and half["wall_time_ratio"] == pytest.approx(1.1)
     assert summary["arms"]["strato_knapsack_b0.5"]["mean"] == pytest.approx(73.5)
+
+
+def test_report_command_is_quoted_so_it_copy_pastes_into_a_shell(bench, monkeypatch):
+    """A --note with spaces must come back as one argument when the recorded command is split the way a shell does."""
+    import argparse
+    import shlex
+
+    from common import provenance
+
+    note = "code abc (1 thread); two runs side by side"
+    monkeypatch.setattr(sys, "argv", ["bench/strato_vs_baselines.py", "--summarize-only", "--note", note])
+    command = provenance(argparse.Namespace())["command"]
+    assert shlex.split(command)[1:] == ["bench/strato_vs_baselines.py", "--summarize-only", "--note", note]
