@@ -24,7 +24,9 @@ MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA 
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
 whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_kaiming,
-strato_uniform_b0.5_nosched).
+strato_uniform_b0.5_nosched); alternatives at 0.125x, where the budget's uniform rank (1) is too low for the
+gradient start (strato_knapsack_b0.125_top: rank 2 on the modules the map values most per cost;
+strato_knapsack_b0.125_mappick: the map's own pick without probes).
 
     python bench/strato_vs_baselines.py --task tweets            # everything (hours on 2 CPU cores)
     python bench/strato_vs_baselines.py --task tweets --arms lora_all_r8 strato_knapsack_b0.5 --seeds 42
@@ -114,6 +116,12 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
                                            "strato": {"init": "kaiming"}}
     out["strato_uniform_b0.5_nosched"] = {"method": "strato", "solver": "uniform", "budget": 0.5,
                                           "strato": {"scheduler": False}}
+    # at 0.125x (rank 1 everywhere, below init_min_rank, where the gradient start applies nowhere): rank 2 on the
+    # modules the map values most per cost, and the map's own pick trusted without probes (max_probes 0)
+    out["strato_knapsack_b0.125_top"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
+                                         "strato": {"low_budget_fill": "top_modules"}}
+    out["strato_knapsack_b0.125_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
+                                             "strato": {"max_probes": 0}}
     return out
 
 

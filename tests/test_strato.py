@@ -291,6 +291,41 @@ def test_uniform_solver_is_the_uniform_lora_that_fills_the_budget_without_probes
     assert not problem.fits({n: r + 1 for n, r in result.allocation.items()})
 
 
+def test_top_modules_fill_puts_the_start_rank_where_the_map_values_it_most_per_cost():
+    from strato_peft.strato.solvers.knapsack import top_modules_fill
+
+    # 9 sites of 32 params per rank unit; 12 units fit: uniform rank 1 everywhere, or rank 2 on 6 of the 9 sites
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=12 * 32)
+    assert set(uniform_fill(problem).values()) == {1}
+    alloc = top_modules_fill(problem, 2)
+    assert set(alloc.values()) == {2} and len(alloc) == 6 and problem.fits(alloc)
+    ranked = sorted(problem.sites, key=lambda s: problem.value(s, 2), reverse=True)  # equal costs: by value
+    assert set(alloc) == {s.name for s in ranked[:6]}
+    assert all(not problem.fits({**alloc, s.name: 2}) for s in problem.sites if s.name not in alloc)
+    # a site of 4x the cost, valued above every o and q site at rank 2: a ranking by value alone would take it
+    # (with the three v sites it fills 14 units), a ranking by value per unit of cost does not
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=14 * 32)
+    wide = ModuleSite("layers.9.wide", "wide", 9, 16, 112)
+    raw = problem.value
+    problem.value = lambda s, r: 12.5 * raw(problem.sites[0], r) if s is wide else raw(s, r)
+    problem.sites.append(wide)
+    by_value = sorted(problem.sites, key=lambda s: problem.value(s, 2), reverse=True)
+    assert [s.kind for s in by_value[:4]] == ["v", "v", "v", "wide"]
+    alloc = top_modules_fill(problem, 2)
+    assert wide.name not in alloc and len(alloc) == 7 and problem.fits(alloc)
+    assert sum(s.kind == "o" for s in problem.sites if s.name in alloc) == 3
+
+
+@pytest.mark.parametrize("budget_units,expected", [(12, "top modules at rank 2"), (18, "uniform")])
+def test_uniform_solver_goes_sparse_only_below_its_min_rank(budget_units, expected):
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=budget_units * 32)
+    result = get_solver("uniform")(problem, min_rank=2)
+    assert result.details["chosen"] == expected and problem.fits(result.allocation)
+    assert set(result.allocation.values()) == {2}
+    assert len(result.allocation) == (6 if budget_units == 12 else 9)
+    assert get_solver("uniform")(problem).allocation == uniform_fill(problem)  # min_rank 1: LoRA's own shape
+
+
 def test_archive_cells_are_coarse_and_starts_prefer_good_rarely_visited_cells():
     problem = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=10_000)
     archive = GoExploreArchive(problem.sites, lambda a: ProbeOutcome(score=float(sum(a.values()))))
@@ -430,6 +465,32 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     result.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**enc).logits, result.model(**enc).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fill", ["uniform", "top_modules"])
+def test_low_budget_fill_decides_what_trains_where_the_uniform_rank_is_below_the_start(fill, make_config,
+                                                                                       monkeypatch, tmp_path):
+    """0.25 x LoRA r=4 = rank 1 on every module, below init_min_rank 2; the search is skipped (min_map_gain)."""
+    from strato_peft.training.run import train
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    cfg = make_config("llama", "strato", "causal_lm", peft={"budget": 0.25, "strato": {
+        "sensitivity_batches": 2, "scheduler": False, "min_map_gain": 1e9, "low_budget_fill": fill}},
+        training={"max_steps": 4})
+    result = train(cfg)
+    plan = json.loads((result.run_dir / "adapter" / "strato_plan.json").read_text())
+    sites = adaptable_sites(result.model)
+    start = result.metrics["strato"]["init"]
+    assert plan["search"]["searched"] is False and all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
+    assert plan["rslora_alpha"] == pytest.approx(8.0)  # LoRA's scale at the budget's uniform rank (1)
+    if fill == "uniform":  # LoRA r=1's shape; the gradient start applies nowhere
+        assert set(plan["allocation"]) == {s.name for s in sites} and set(plan["allocation"].values()) == {1}
+        assert start["modules"] == 0 and start["kaiming_modules"] == len(sites)
+    else:  # rank 2 on about half the modules (as many as fit), every one of them started along the gradient
+        assert set(plan["allocation"].values()) == {2} and len(sites) // 3 < len(plan["allocation"]) < len(sites)
+        assert plan["search"]["candidates"][0]["label"] == "top modules at rank 2"
+        assert start["modules"] == len(plan["allocation"]) and start["kaiming_modules"] == 0
+        assert plan["budget_usage"]["params"] > 0.9
 
 
 def test_probes_train_on_the_same_first_rows_their_steps_use(make_config, tiny_root, monkeypatch):

@@ -89,6 +89,11 @@ class StratoSearchConfig(_Section):
         "modules keep peft's random A. (A rank-1 A on the single top gradient direction stalled training on some "
         "seeds: tweets validation at 0.125x, uniform rank 1, scored 64.4 / 70.9 / 64.7 against LoRA r1's 68.8 / "
         "71.5 / 68.5.) 1: every module.")
+    low_budget_fill: Literal["uniform", "top_modules"] = Field(
+        "uniform", description="When the search is skipped and the budget's uniform rank is below `init_min_rank` "
+        "(so the gradient start would apply to no module): 'uniform' trains that rank on every module (LoRA's own "
+        "shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the sensitivity map values "
+        "most per unit of cost, as many as fit, and leaves the rest without an adapter.")
     scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")

@@ -146,7 +146,11 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     else:
         skipped = None
     searched = skipped is None
-    options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" and searched else {}
+    if searched:
+        options = {"timesteps": s.ppo_timesteps} if solver_name == "ppo" else {}
+    else:  # the uniform LoRA, or (low_budget_fill) its sparse alternative where that rank is too low for the start
+        sparse = s.low_budget_fill == "top_modules" and s.init == "gradient"
+        options = {"min_rank": s.init_min_rank} if sparse else {}
     result = get_solver(solver_name if searched else "uniform")(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")

@@ -64,6 +64,21 @@ def uniform_fill(problem: AllocationProblem) -> Allocation:
     return best
 
 
+def top_modules_fill(problem: AllocationProblem, rank: int) -> Allocation:
+    """``rank`` on the sites the map values most per unit of weighted cost at that rank, as many as fit (the rest
+    get no adapter): the sparse alternative to a uniform rank too low for STRATO's start (see ``solve_uniform``)."""
+    def ratio(site: ModuleSite) -> float:
+        usage = problem.site_usage(site, rank)
+        cost = sum(problem.weights[d] * usage.get(d, 0.0) for d in problem.weights)
+        return problem.value(site, rank) / cost if cost > 0 else float("inf")
+
+    chosen: Allocation = {}
+    for site in sorted(problem.sites, key=ratio, reverse=True):
+        if rank <= min(site.d_in, site.d_out) and problem.fits({**chosen, site.name: rank}):
+            chosen[site.name] = rank
+    return chosen
+
+
 def candidates(problem: AllocationProblem, powers: tuple[float, ...] = POWERS) -> list[tuple[str, Allocation]]:
     """Distinct candidate allocations in probing order: the map's own pick, then the uniform LoRA (the reference a
     search must beat, so it is probed whenever two probes are), then the flattened maps."""
@@ -120,15 +135,20 @@ def solve_knapsack(problem: AllocationProblem) -> SolverResult:
         details={"powers": list(POWERS), "chosen": next(r["label"] for r, (_, a) in zip(rows, cands) if a is chosen)})
 
 
-def solve_uniform(problem: AllocationProblem) -> SolverResult:
+def solve_uniform(problem: AllocationProblem, min_rank: int = 1) -> SolverResult:
     """No search: the uniform LoRA that fills the budget. An ablation - STRATO's start and scheduler on LoRA's own
-    shape - and the baseline the searched allocations are measured against."""
+    shape - and the baseline the searched allocations are measured against. When that uniform rank is below
+    ``min_rank`` (a budget too small for the gradient start, which needs rank >= ``init_min_rank``), ``min_rank`` on
+    the modules the map values most per cost instead (``top_modules_fill``)."""
     start = time.perf_counter()
-    alloc = uniform_fill(problem)
+    alloc, label = uniform_fill(problem), "uniform"
+    if min_rank > 1 and (not alloc or max(alloc.values()) < min_rank):
+        alloc, label = top_modules_fill(problem, min_rank), f"top modules at rank {min_rank}"
     if not alloc:
-        raise ValueError("uniform: rank 1 on every candidate module does not fit the budget")
+        raise ValueError(f"uniform: no allocation fits the budget (rank 1 on every candidate module, or rank "
+                         f"{min_rank} on any one)")
     return SolverResult(allocation=alloc, solver="uniform", search_seconds=time.perf_counter() - start,
-                        candidates=[candidate_row(problem, "uniform", alloc)], details={"chosen": "uniform"})
+                        candidates=[candidate_row(problem, label, alloc)], details={"chosen": label})
 
 
 register_solver("knapsack", solve_knapsack)
