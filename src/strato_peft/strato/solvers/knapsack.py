@@ -68,8 +68,7 @@ def top_modules_fill(problem: AllocationProblem, rank: int) -> Allocation:
     """``rank`` on the sites the map values most per unit of weighted cost at that rank, as many as fit (the rest
     get no adapter): the sparse alternative to a uniform rank too low for STRATO's start (see ``solve_uniform``)."""
     def ratio(site: ModuleSite) -> float:
-        usage = problem.site_usage(site, rank)
-        cost = sum(problem.weights[d] * usage.get(d, 0.0) for d in problem.weights)
+        cost = problem.weighted_cost({site.name: rank})
         return problem.value(site, rank) / cost if cost > 0 else float("inf")
 
     chosen: Allocation = {}
@@ -145,8 +144,8 @@ def solve_uniform(problem: AllocationProblem, min_rank: int = 1) -> SolverResult
     if min_rank > 1 and (not alloc or max(alloc.values()) < min_rank):
         alloc, label = top_modules_fill(problem, min_rank), f"top modules at rank {min_rank}"
     if not alloc:
-        raise ValueError(f"uniform: no allocation fits the budget (rank 1 on every candidate module, or rank "
-                         f"{min_rank} on any one)")
+        raise ValueError("uniform: rank 1 on every candidate module does not fit the budget"
+                         + (f", nor rank {min_rank} on any one" if min_rank > 1 else ""))
     return SolverResult(allocation=alloc, solver="uniform", search_seconds=time.perf_counter() - start,
                         candidates=[candidate_row(problem, label, alloc)], details={"chosen": label})
 
