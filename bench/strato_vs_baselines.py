@@ -202,9 +202,10 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     return log
 
 
-def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
-    """Per-arm statistics (via strato compare's machinery) and the verdicts of the issue."""
-    from strato_peft.experiments.compare import CompareError, build_comparison
+def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
+    """Per-arm statistics (via strato compare's machinery; one runs folder or several, e.g. budgets run on different
+    days) and the verdicts of the issue."""
+    from strato_peft.experiments.compare import CompareError, build_comparison, run_folder
 
     spec = TASKS[task]
     comparison = None
@@ -222,7 +223,7 @@ def summarize(task: str, runs_dir: Path) -> dict[str, Any]:
     for name, row in rows.items():
         runs = [r for r in comparison["runs"] if r["configuration"] == name and r["status"] == "complete"
                 and spec["metric"] in r["metrics"]]
-        n_eval = _held_out_size(runs_dir / runs[0]["path"]) if runs else None
+        n_eval = _held_out_size(run_folder(comparison, runs[0])) if runs else None
         own_peak = all(r["peak_memory_scoped"] for r in runs)  # older runs shared a process with earlier arms
         mean = row["mean"]
         summary["arms"][name] = {
@@ -430,7 +431,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
     parser.add_argument("--arms", nargs="+", help="subset of arms (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
-    parser.add_argument("--runs-dir", help="default: bench/runs/strato_vs_baselines[_validation]")
+    parser.add_argument("--runs-dir", nargs="+", help="default: bench/runs/strato_vs_baselines[_validation]; with "
+                        "--summarize-only several folders may be given, summarized as one set of runs")
     parser.add_argument("--out", help="default: bench/results/strato_vs_baselines[_validation]")
     parser.add_argument("--validation", type=int, metavar="N",
                         help="score every run on N validation rows (from the training pool, outside the held-out "
@@ -443,12 +445,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
     args = parser.parse_args(argv)
     suffix = "_validation" if args.validation else ""
-    args.runs_dir = args.runs_dir or str(ROOT / "runs" / f"strato_vs_baselines{suffix}")
+    args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
+    if len(args.runs_dir) > 1 and not args.summarize_only:
+        parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
     args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
 
     summaries, logs = {}, {}
     for task in args.task:
-        runs_dir = Path(args.runs_dir) / task
+        runs_dir = Path(args.runs_dir[0]) / task
         names = args.arms or list(arms(task))
         unknown = sorted(set(names) - set(arms(task)))
         if unknown:
@@ -461,11 +465,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now
-        runs_dir = Path(args.runs_dir) / task
-        if runs_dir.is_dir():
-            summaries[task] = summarize(task, runs_dir)
-            if (runs_dir / "base_model_eval.json").is_file():
-                summaries[task]["base_model"] = base_model_score(task, runs_dir)
+        runs_dirs = [Path(d) / task for d in args.runs_dir if (Path(d) / task).is_dir()]
+        if runs_dirs:
+            summaries[task] = summarize(task, runs_dirs)
+            base = next((d for d in runs_dirs if (d / "base_model_eval.json").is_file()), None)
+            if base is not None:
+                summaries[task]["base_model"] = base_model_score(task, base)
     out = Path(args.out)
     result = {**provenance(args), "tasks": summaries, "run_log": logs}
     body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())

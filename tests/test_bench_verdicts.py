@@ -89,6 +89,29 @@ def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(b
     assert summary["arms"]["strato_knapsack_b0.5"]["mean"] == pytest.approx(73.5)
 
 
+def test_summary_of_several_runs_folders_judges_the_whole_curve(bench, tmp_path):
+    """Budgets run on different days sit in different folders; --summarize-only over all of them gives one curve,
+    and training into several folders is refused."""
+    import json
+
+    from test_compare import write_config
+
+    day1, day2 = tmp_path / "day1", tmp_path / "day2"
+    for r, b in ((1, 0.125), (2, 0.25), (4, 0.5), (8, 1.0), (16, 2.0)):
+        folder = (day1 if r <= 4 else day2) / "tweets"
+        write_config(folder, f"lora_all_r{r}", [0.70 + r / 1000] * 2, trainable=r * R1, wall=100.0)
+        write_config(folder, f"strato_knapsack_b{b}", [0.7005 + r / 1000] * 2, trainable=r * R1, wall=100.0)
+    out = tmp_path / "summary"
+    assert bench.main(["--summarize-only", "--runs-dir", str(day1), str(day2), "--out", str(out)]) == 0
+    curve = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]["curve"]
+    assert sorted(map(float, curve["points"])) == [0.125, 0.25, 0.5, 1.0, 2.0]
+    assert curve["beats_whole_curve"] is True  # +0.05 points at every budget; one folder alone has no verdict
+    assert bench.main(["--summarize-only", "--runs-dir", str(day1), "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]["curve"]["beats_whole_curve"] is None
+    with pytest.raises(SystemExit):
+        bench.main(["--task", "tweets", "--runs-dir", str(day1), str(day2), "--out", str(out)])
+
+
 def test_report_command_is_quoted_so_it_copy_pastes_into_a_shell(bench, monkeypatch):
     """A --note with spaces must come back as one argument when the recorded command is split the way a shell does."""
     import argparse

@@ -308,6 +308,49 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
     assert not (tmp_path / "res" / "comparison.json").exists()
 
 
+def test_several_results_folders_are_one_comparison(tmp_path, capsys):
+    """Runs made on different days sit in different folders: compared as one set, seeds paired across folders."""
+    write_config(tmp_path / "day1", "lora_r8", [0.50, 0.60])
+    write_config(tmp_path / "day1", "strato", [0.55], seeds=[42])
+    write_config(tmp_path / "day2", "strato", [0.64], seeds=[43])
+    write_run(tmp_path / "day2", "strato_seed44", acc=0.70)
+    write_run(tmp_path / "day1", "lora_r8_seed44", acc=0.62)
+    out = tmp_path / "out"
+    assert main(["compare", str(tmp_path / "day1"), str(tmp_path / "day2"), "--output-dir", str(out)]) == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["results_dir"] == [str(tmp_path / "day1"), str(tmp_path / "day2")]
+    strato = next(c for c in data["configurations"] if c["id"] == "strato")
+    assert strato["n"] == 3 and strato["seeds"] == [42, 43, 44]
+    assert strato["vs_baseline"]["n"] == 3 and strato["vs_baseline"]["seeds"] == [42, 43, 44]
+    assert strato["vs_baseline"]["mean_gain"] == pytest.approx(((0.55 - 0.50) + (0.64 - 0.60) + (0.70 - 0.62)) / 3)
+    # each run's folder is recorded as found, so plots and reports can open it
+    assert {Path(r["path"]).parent.parent.parent.name for r in data["runs"]} == {"day1", "day2"}
+    assert all((Path(r["path"]) / "metrics.json").is_file() for r in data["runs"])
+    assert (out / "plots" / "pareto.png").is_file()
+    # report over several folders: the folders are named on the page
+    assert main(["report", str(tmp_path / "day1"), str(tmp_path / "day2"), "--output-dir", str(out)]) == 0
+    assert f"{tmp_path / 'day1'}, {tmp_path / 'day2'}" in (out / "report.md").read_text()
+    # a folder given twice, or one inside the other, counts each run once
+    assert build_comparison([tmp_path / "day1", tmp_path / "day1"])["configurations"][0]["n"] == 3
+    assert sum(c["n"] for c in build_comparison([tmp_path, tmp_path / "day2"])["configurations"]) == 6
+
+
+@pytest.mark.parametrize("layout,needle", [
+    ("same_run_twice", "is in two results directories"),
+    ("no_output_dir", "pass --output-dir"),
+    ("one_missing", "does not exist"),
+])
+def test_several_results_folders_bad_input(tmp_path, capsys, layout, needle):
+    write_config(tmp_path / "a", "lora_r8", [0.5, 0.6])
+    write_config(tmp_path / "b", "lora_r8", [0.7], seeds=[44] if layout != "same_run_twice" else [43])
+    second = tmp_path / ("nope" if layout == "one_missing" else "b")
+    extra = [] if layout == "no_output_dir" else ["--output-dir", str(tmp_path / "out")]
+    assert main(["compare", str(tmp_path / "a"), str(second), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "a" / "comparison.json").exists()
+
+
 def test_script_runs_via_subprocess(tmp_path):
     write_config(tmp_path / "res", "lora_r8", [0.5, 0.6])
     script = str(REPO / "scripts" / "compare.py")

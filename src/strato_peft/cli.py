@@ -64,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 def add_compare_arguments(parser: argparse.ArgumentParser, results_dir_flag: bool = False) -> None:
     """Flags of ``strato compare``; ``python scripts/compare.py`` takes ``--results_dir`` instead of RESULTS_DIR."""
     if results_dir_flag:
-        parser.add_argument("--results-dir", "--results_dir", dest="results_dir", required=True,
-                            help="folder holding the runs (results/<model>/<task>/<run>/)")
+        parser.add_argument("--results-dir", "--results_dir", dest="results_dir", required=True, nargs="+",
+                            help="folder(s) holding the runs (results/<model>/<task>/<run>/)")
     else:
-        parser.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding the runs (e.g. results)")
+        parser.add_argument("results_dir", metavar="RESULTS_DIR", nargs="+",
+                            help="folder(s) holding the runs (e.g. results); several are compared as one set")
     parser.add_argument("--baseline", help="configuration to compare against (default: lora_r8*, else the first)")
     parser.add_argument("--metric", help="metric to compare (default: eval_accuracy, else eval_loss)")
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir",
-                        help="where comparison.csv/.json go (default: RESULTS_DIR; earlier ones are replaced)")
+                        help="where comparison.csv/.json go (default: RESULTS_DIR when there is one; earlier "
+                             "ones are replaced)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -211,15 +213,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``strato compare``: per-configuration statistics and verdicts; writes comparison.csv and .json."""
-    from pathlib import Path
-
     from strato_peft.experiments import build_comparison, format_table, write_outputs
+    from strato_peft.experiments.collect import output_dir_for
     from strato_peft.experiments.plots import write_plots
 
+    out_dir = output_dir_for(args.results_dir, args.output_dir)
     comparison = build_comparison(args.results_dir, baseline=args.baseline, metric=args.metric)
     print(format_table(comparison))
-    csv_path, json_path = write_outputs(comparison, args.output_dir or args.results_dir)
-    plots = write_plots(comparison, Path(args.output_dir or args.results_dir) / "plots")
+    csv_path, json_path = write_outputs(comparison, out_dir)
+    plots = write_plots(comparison, out_dir / "plots")
     print(f"Comparison written to {csv_path} and {json_path}; {len(plots)} plots in {csv_path.parent / 'plots'}")
     return 0
 

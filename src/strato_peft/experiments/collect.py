@@ -1,4 +1,4 @@
-"""Find the runs under a results folder and read each into a flat record (complete, incomplete or corrupt).
+"""Find the runs under results folders and read each into a flat record (complete, incomplete or corrupt).
 
 Reading never fails on one bad run: an unfinished or unreadable run becomes a record whose status says so,
 and the statistics leave it out.
@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from strato_peft.experiments.errors import CompareError
 
@@ -169,13 +169,50 @@ def read_run(path: Path) -> RunRecord:
     return record
 
 
-def collect_runs(results_dir: str | Path) -> list[RunRecord]:
-    """Every run under ``results_dir``; a missing folder or one holding no run is a :class:`CompareError`."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise CompareError(f"results directory {root} does not exist or is not a directory")
-    runs = [read_run(p) for p in find_run_dirs(root)]
-    if not runs:
-        raise CompareError(f"results directory {root} holds no runs (no folder with {METRICS_FILE}, "
-                           f"{CONFIG_FILE} or .<name>.partial)")
+ResultsDirs = str | Path | Sequence[str | Path]  # one results folder, or several
+
+
+def results_roots(results_dir: ResultsDirs) -> list[Path]:
+    """One results folder or several, as a list of paths (several: runs made on different days or machines)."""
+    roots = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(d) for d in results_dir]
+    if not roots:
+        raise CompareError("no results directory given")
+    return roots
+
+
+def output_dir_for(results_dir: ResultsDirs, output_dir: Optional[str | Path]) -> Path:
+    """Where comparison files go: ``output_dir`` if given, else the one results folder (several need one)."""
+    if output_dir is not None:
+        return Path(output_dir)
+    roots = results_roots(results_dir)
+    if len(roots) > 1:
+        raise CompareError(f"{len(roots)} results directories given: pass --output-dir for the comparison files")
+    return roots[0]
+
+
+def results_label(results_dir: str | list[str]) -> str:
+    """comparison.json's results_dir (one folder or a list) as one line of text."""
+    return results_dir if isinstance(results_dir, str) else ", ".join(results_dir)
+
+
+def collect_runs(results_dir: ResultsDirs) -> list[RunRecord]:
+    """Every run under one results folder or several; a missing folder, one holding no run, or the same run
+    (model/task/run name) found in two folders is a :class:`CompareError`."""
+    runs: list[RunRecord] = []
+    seen: dict[tuple[str, str, str], Path] = {}
+    for root in results_roots(results_dir):
+        if not root.is_dir():
+            raise CompareError(f"results directory {root} does not exist or is not a directory")
+        found = [read_run(p) for p in find_run_dirs(root)]
+        if not found:
+            raise CompareError(f"results directory {root} holds no runs (no folder with {METRICS_FILE}, "
+                               f"{CONFIG_FILE} or .<name>.partial)")
+        for run in found:
+            where = seen.setdefault((run.model, run.task, run.run_name), run.path)
+            if where.resolve() == run.path.resolve() and where is not run.path:
+                continue  # a folder given twice, or one inside another: the same run folder counts once
+            if where != run.path:
+                raise CompareError(f"run {run.model}/{run.task}/{run.run_name} is in two results directories "
+                                   f"({where} and {run.path}): compare folders that hold different runs")
+            runs.append(run)
     return runs

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from strato_peft.experiments import stats, verdicts
-from strato_peft.experiments.collect import COMPLETE, RunRecord, collect_runs
+from strato_peft.experiments.collect import COMPLETE, ResultsDirs, RunRecord, collect_runs, results_roots
 from strato_peft.experiments.errors import CompareError
 from strato_peft.experiments.metric import MetricSpec, metric_spec
 
@@ -126,14 +126,15 @@ def _judge(row: dict, base: Optional[dict], metric: MetricSpec) -> dict[str, Any
     return {"efficiency": eff.as_dict(), "accuracy": acc.as_dict(), "stability": stable.as_dict()}
 
 
-def build_comparison(results_dir: str | Path, baseline: Optional[str] = None, metric: Optional[str] = None,
+def build_comparison(results_dir: ResultsDirs, baseline: Optional[str] = None, metric: Optional[str] = None,
                      resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED) -> dict[str, Any]:
-    """Collect the runs, pick metric and baseline, and compute every configuration's row (comparison.json)."""
-    root = Path(results_dir)
-    runs = collect_runs(root)
+    """Collect the runs of one results folder or several, pick metric and baseline, and compute every
+    configuration's row (comparison.json)."""
+    roots = results_roots(results_dir)
+    runs = collect_runs(roots)
     if not any(r.status == COMPLETE for r in runs):
         bad = ", ".join(f"{r.run_name} ({r.status})" for r in runs)
-        raise CompareError(f"results directory {root} holds no complete run to compare: {bad}")
+        raise CompareError(f"results directory {', '.join(map(str, roots))} holds no complete run to compare: {bad}")
     metric_name = choose_metric(runs, metric)
     spec = metric_spec(metric_name, [r.metrics[metric_name] for r in runs
                                      if r.status == COMPLETE and metric_name in r.metrics])
@@ -159,7 +160,7 @@ def build_comparison(results_dir: str | Path, baseline: Optional[str] = None, me
 
     counts = {s: sum(r.status == s for r in runs) for s in ("complete", "incomplete", "corrupt")}
     return {
-        "results_dir": str(root),
+        "results_dir": str(roots[0]) if len(roots) == 1 else [str(r) for r in roots],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "metric": spec.as_dict(),
         "available_metrics": available_metrics(runs),
@@ -170,7 +171,9 @@ def build_comparison(results_dir: str | Path, baseline: Optional[str] = None, me
         "bootstrap": {"resamples": resamples, "seed": seed, "confidence": stats.CONFIDENCE, "method": "percentile"},
         "run_counts": counts,
         "configurations": rows,
-        "runs": [{**r.as_dict(), "path": _relative(r.path, root)} for r in runs],
+        # one folder: run paths relative to it; several: as found (each under its own folder)
+        "runs": [{**r.as_dict(), "path": _relative(r.path, roots[0]) if len(roots) == 1 else str(r.path)}
+                 for r in runs],
     }
 
 
@@ -179,3 +182,10 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+def run_folder(comparison: dict[str, Any], run: dict[str, Any]) -> Path:
+    """A run's folder from comparison.json's entry (relative to the results folder when there was one)."""
+    path = Path(run["path"])
+    results_dir = comparison["results_dir"]
+    return path if path.is_absolute() or not isinstance(results_dir, str) else Path(results_dir) / path

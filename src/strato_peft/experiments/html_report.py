@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from strato_peft.experiments.collect import ResultsDirs, output_dir_for, results_label
 from strato_peft.experiments.compare import build_comparison
 from strato_peft.experiments.plots import write_plots
 from strato_peft.experiments.report import write_outputs
@@ -74,7 +75,7 @@ def markdown(comparison: dict[str, Any], plots: list[Path], out_dir: Path) -> st
     """The Markdown report (plots linked by relative path)."""
     rows = table_rows(comparison)
     metric = comparison["metric"]
-    out = [f"# Comparison report: {comparison['results_dir']}", "",
+    out = [f"# Comparison report: {results_label(comparison['results_dir'])}", "",
            f"Metric: `{metric['name']}` ({metric.get('unit', '')}); baseline: `{comparison['baseline']}`; "
            f"generated {comparison['generated_at']}.", "",
            "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -113,7 +114,7 @@ td.pass {{ background: #d9f2d9; }} td.fail {{ background: #f6d5d5; }}
 figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 720px; }}
 </style></head><body>
 <h1>Comparison report</h1>
-<p>Results: <code>{esc(str(comparison['results_dir']))}</code>. Metric: <code>{esc(metric['name'])}</code>
+<p>Results: <code>{esc(results_label(comparison['results_dir']))}</code>. Metric: <code>{esc(metric['name'])}</code>
 ({esc(str(metric.get('unit', '')))}); baseline: <code>{esc(str(comparison['baseline']))}</code>;
 generated {esc(str(comparison['generated_at']))}.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
@@ -124,11 +125,11 @@ generated {esc(str(comparison['generated_at']))}.</p>
 """
 
 
-def write_report(results_dir: str | Path, output_dir: Optional[str | Path] = None, baseline: Optional[str] = None,
+def write_report(results_dir: ResultsDirs, output_dir: Optional[str | Path] = None, baseline: Optional[str] = None,
                  metric: Optional[str] = None) -> tuple[Path, Path]:
     """Compare, plot and write report.html and report.md (plus the comparison files); returns the two paths."""
+    out_dir = output_dir_for(results_dir, output_dir)
     comparison = build_comparison(results_dir, baseline=baseline, metric=metric)
-    out_dir = Path(output_dir or results_dir)
     write_outputs(comparison, out_dir)
     plots = write_plots(comparison, out_dir / "plots")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"

@@ -15,14 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
+from strato_peft.experiments.compare import run_folder
+
 _LORA_RANK = re.compile(r"^lora_r(\d+)")
 _LAYER = re.compile(r"\.(\d+)\.")
-
-
-def _run_path(comparison: dict[str, Any], run: dict[str, Any]) -> Path:
-    """A run's folder (comparison.json stores it relative to the results folder)."""
-    path = Path(run["path"])
-    return path if path.is_absolute() else Path(comparison["results_dir"]) / path
 
 
 def _pyplot():
@@ -68,7 +64,7 @@ def loss_curve_plot(comparison: dict[str, Any], out: Path) -> Optional[Path]:
         if run.get("status") != "complete":
             continue
         try:
-            metrics = json.loads((_run_path(comparison, run) / "metrics.json").read_text())
+            metrics = json.loads((run_folder(comparison, run) / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue
         points = [(e["step"], e["loss"]) for e in metrics.get("loss_curve", []) if "loss" in e and "step" in e]
@@ -144,5 +140,5 @@ def write_plots(comparison: dict[str, Any], out_dir: Path) -> list[Path]:
         if run.get("status") == "complete" and name not in seen:
             seen.add(name)
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-            written.append(rank_heatmap(_run_path(comparison, run), f"Per-layer ranks: {name}", out_dir / f"ranks_{safe}.png"))
+            written.append(rank_heatmap(run_folder(comparison, run), f"Per-layer ranks: {name}", out_dir / f"ranks_{safe}.png"))
     return [p for p in written if p is not None]
