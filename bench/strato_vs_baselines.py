@@ -57,6 +57,7 @@ CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
+ADALORA_LRS = (2e-3, 5e-3, 2e-2)  # AdaLoRA's own learning rates, tried on validation rows (the shared one is 5e-4)
 
 TASKS: dict[str, dict[str, Any]] = {
     "tweets": {
@@ -92,7 +93,7 @@ TASKS: dict[str, dict[str, Any]] = {
 
 
 def arms(task: str) -> dict[str, dict[str, Any]]:
-    """Arm name -> peft section overrides."""
+    """Arm name -> peft section overrides (a ``training`` key in them overrides the training section instead)."""
     spec = TASKS[task]
     out: dict[str, dict[str, Any]] = {}
     for r in FRONTIER_RANKS:
@@ -100,6 +101,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["lora_qv_r8"] = {"method": "lora", "rank": 8, "target_modules": [spec["attention"][0], spec["attention"][2]]}
     out["lora_mlp_eqparams"] = {"method": "lora", "rank": None, "target_modules": spec["mlp_regex"]}  # rank below
     out["adalora_r4"] = {"method": "adalora", "rank": 4, "target_modules": "all-linear"}
+    # AdaLoRA starts its singular values at 0 and A, B at N(0, 0.02): an update of three small factors that the
+    # shared lr (5e-4) hardly moves in 100-200 steps; its own lr is chosen on validation rows from these
+    for lr in ADALORA_LRS:
+        out[f"adalora_r4_lr{lr:g}"] = {**out["adalora_r4"], "training": {"learning_rate": lr}}
     out["dora_all_r4"] = {"method": "dora", "rank": 4, "target_modules": "all-linear"}
     for solver in ("knapsack", "ppo"):
         for budget in (0.5, 0.7):
@@ -154,7 +159,10 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     held-out split and the training rows) instead of the held-out split."""
     from strato_peft.config import validate_config
 
-    data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items() if v is not None}})
+    training = peft.get("training", {})
+    data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items()
+                                                       if v is not None and k != "training"},
+                                              "training": training})
     if validation:
         data["task"]["validation_size"] = validation
     if arm == "lora_mlp_eqparams":
