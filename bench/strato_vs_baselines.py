@@ -57,7 +57,6 @@ CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
-ADALORA_LRS = (2e-3, 5e-3, 2e-2)  # AdaLoRA's own learning rates, tried on validation rows (the shared one is 5e-4)
 
 TASKS: dict[str, dict[str, Any]] = {
     "tweets": {
@@ -93,7 +92,7 @@ TASKS: dict[str, dict[str, Any]] = {
 
 
 def arms(task: str) -> dict[str, dict[str, Any]]:
-    """Arm name -> peft section overrides (a ``training`` key in them overrides the training section instead)."""
+    """Arm name -> peft section overrides."""
     spec = TASKS[task]
     out: dict[str, dict[str, Any]] = {}
     for r in FRONTIER_RANKS:
@@ -101,10 +100,6 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["lora_qv_r8"] = {"method": "lora", "rank": 8, "target_modules": [spec["attention"][0], spec["attention"][2]]}
     out["lora_mlp_eqparams"] = {"method": "lora", "rank": None, "target_modules": spec["mlp_regex"]}  # rank below
     out["adalora_r4"] = {"method": "adalora", "rank": 4, "target_modules": "all-linear"}
-    # AdaLoRA starts its singular values at 0 and A, B at N(0, 0.02): an update of three small factors that the
-    # shared lr (5e-4) hardly moves in 100-200 steps; its own lr is chosen on validation rows from these
-    for lr in ADALORA_LRS:
-        out[f"adalora_r4_lr{lr:g}"] = {**out["adalora_r4"], "training": {"learning_rate": lr}}
     out["dora_all_r4"] = {"method": "dora", "rank": 4, "target_modules": "all-linear"}
     for solver in ("knapsack", "ppo"):
         for budget in (0.5, 0.7):
@@ -153,27 +148,31 @@ def mlp_rank_at_equal_params(task: str) -> int:
     return max(1, round(target / per_rank))
 
 
+def run_name(arm: str, seed: int, learning_rate: Optional[float] = None) -> str:
+    """``<arm>_seed<N>``; a run at another learning rate than the task's is ``<arm>_lr<LR>_seed<N>``."""
+    return f"{arm}{'' if learning_rate is None else f'_lr{learning_rate:g}'}_seed{seed}"
+
+
 def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: Path,
-               validation: Optional[int] = None):
+               validation: Optional[int] = None, learning_rate: Optional[float] = None):
     """The run config of one arm and seed; ``validation`` scores it on that many validation rows (outside the
-    held-out split and the training rows) instead of the held-out split."""
+    held-out split and the training rows) instead of the held-out split; ``learning_rate`` replaces the task's."""
     from strato_peft.config import validate_config
 
-    training = peft.get("training", {})
-    data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items()
-                                                       if v is not None and k != "training"},
-                                              "training": training})
+    data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items() if v is not None}})
+    if learning_rate is not None:
+        data["training"]["learning_rate"] = learning_rate
     if validation:
         data["task"]["validation_size"] = validation
     if arm == "lora_mlp_eqparams":
         data["peft"]["rank"] = mlp_rank_at_equal_params(task)
     data["seed"] = seed
-    data["logging"] = {**data.get("logging", {}), "output_dir": str(runs_dir), "run_name": f"{arm}_seed{seed}"}
+    data["logging"] = {**data.get("logging", {}), "output_dir": str(runs_dir), "run_name": run_name(arm, seed, learning_rate)}
     return validate_config(data)
 
 
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
-             validation: Optional[int] = None) -> list[dict[str, Any]]:
+             validation: Optional[int] = None, learning_rate: Optional[float] = None) -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
     each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own."""
     import subprocess
@@ -185,7 +184,7 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     log = []
     for seed in seeds:  # seed-major: a partial benchmark has every arm at the first seeds
         for arm in names:
-            cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation)
+            cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate)
             run = RunDirectory(run_dir_for(cfg))
             if run.is_complete():
                 print(f"[skip] {arm} seed {seed}: complete", flush=True)
@@ -196,7 +195,9 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
                 if isolate:
                     subprocess.run([sys.executable, __file__, "--task", task, "--arms", arm, "--seeds", str(seed),
                                     "--runs-dir", str(runs_dir.parent), "--in-process",
-                                    *(["--validation", str(validation)] if validation else [])], check=True)
+                                    *(["--validation", str(validation)] if validation else []),
+                                    *(["--learning-rate", str(learning_rate)] if learning_rate is not None else [])],
+                                   check=True)
                 else:
                     train(cfg, TrainOptions(no_wandb=True, overwrite=run.final.exists() or run.staging.exists()))
                 log.append({"arm": arm, "seed": seed, "status": "done", "seconds": time.time() - start})
@@ -445,6 +446,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--validation", type=int, metavar="N",
                         help="score every run on N validation rows (from the training pool, outside the held-out "
                         "split) instead of the held-out split: for choosing settings; own runs and results folders")
+    parser.add_argument("--learning-rate", type=float, metavar="LR",
+                        help="train every arm at LR instead of the task's 5e-4 (runs named <arm>_lr<LR>_seed<N>): "
+                        "for choosing a method's learning rate on validation rows")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     parser.add_argument("--in-process", action="store_true",
@@ -469,7 +473,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             base_model_score(task, runs_dir)
         if not args.summarize_only:
             logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process,
-                                  validation=args.validation)
+                                  validation=args.validation, learning_rate=args.learning_rate)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now

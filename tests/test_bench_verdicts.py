@@ -125,11 +125,13 @@ def test_report_command_is_quoted_so_it_copy_pastes_into_a_shell(bench, monkeypa
     assert shlex.split(command)[1:] == ["bench/strato_vs_baselines.py", "--summarize-only", "--note", note]
 
 
-def test_an_arm_may_set_its_own_learning_rate(bench, tmp_path):
-    """AdaLoRA's lr arms change the training section only; every other arm keeps the task's shared lr."""
+def test_learning_rate_flag_changes_the_lr_and_the_run_name_only(bench, tmp_path):
+    """--learning-rate (choosing a method's lr on validation rows) trains at that lr into <arm>_lr<LR>_seed<N>."""
     table = bench.arms("tweets")
     shared = bench.TASKS["tweets"]["base"]["training"]["learning_rate"]
-    for lr in bench.ADALORA_LRS:
-        cfg = bench.arm_config("tweets", f"adalora_r4_lr{lr:g}", table[f"adalora_r4_lr{lr:g}"], 42, tmp_path)
-        assert cfg.training.learning_rate == lr and cfg.peft.method == "adalora" and cfg.peft.rank == 4
-    assert bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path).training.learning_rate == shared
+    cfg = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, learning_rate=5e-3)
+    assert cfg.training.learning_rate == 5e-3 and cfg.peft.method == "adalora" and cfg.peft.rank == 4
+    assert cfg.logging.run_name == "adalora_r4_lr0.005_seed42"
+    plain = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path)
+    assert plain.training.learning_rate == shared and plain.logging.run_name == "adalora_r4_seed42"
+    assert bench.TASKS["tweets"]["base"]["training"]["learning_rate"] == shared  # the task's table is not changed
