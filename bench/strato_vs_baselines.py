@@ -57,6 +57,7 @@ CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
+FRONTIER_ARM = re.compile(r"lora_all_r(\d+)(?:_lr(.+))?")  # a LoRA frontier run, at the task's lr or at _lr<LR>
 
 TASKS: dict[str, dict[str, Any]] = {
     "tweets": {
@@ -406,9 +407,16 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
     fig, axes = plt.subplots(1, len(summaries), figsize=(6.5 * len(summaries), 4.5), squeeze=False)
     for ax, (task, summary) in zip(axes[0], summaries.items()):
         arms_ = {k: a for k, a in summary["arms"].items() if a["mean"] is not None and a["params"]}
-        frontier = sorted((a["params"], a["mean"]) for k, a in arms_.items() if k.startswith("lora_all_r"))
-        if frontier:
-            ax.plot(*zip(*frontier), "-", color="grey", label="LoRA all-linear frontier")
+        # one frontier line per learning rate (runs at another lr than the task's are named <arm>_lr<LR>)
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for k, a in arms_.items():
+            match = FRONTIER_ARM.fullmatch(k)
+            if match:
+                lines.setdefault(match.group(2) or "", []).append((a["params"], a["mean"]))
+        frontier = sorted(point for line in lines.values() for point in line)
+        for lr, points in sorted(lines.items()):
+            label = "LoRA all-linear frontier" + (f" (lr {lr})" if lr else "")
+            ax.plot(*zip(*sorted(points)), "-", color="grey", alpha=0.5 if lr else 1.0, label=label)
         colors = plt.get_cmap("tab20").colors
         # the axis spans the frontier's range; arms far below it are named in a corner instead of squashing it
         floor = min(m for _, m in frontier) - 3.0 if frontier else min(a["mean"] for a in arms_.values())
@@ -424,7 +432,7 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
         ax.set_ylim(bottom=floor)
         ax.set_xscale("log")
         ax.set_xlabel("trainable params")
-        ax.set_ylabel("held-out score")
+        ax.set_ylabel("score (held-out; validation rows where the report says so)")
         ax.set_title(task)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
