@@ -168,7 +168,8 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     if arm == "lora_mlp_eqparams":
         data["peft"]["rank"] = mlp_rank_at_equal_params(task)
     data["seed"] = seed
-    data["logging"] = {**data.get("logging", {}), "output_dir": str(runs_dir), "run_name": run_name(arm, seed, learning_rate)}
+    data["logging"] = {**data.get("logging", {}), "output_dir": str(runs_dir),
+                       "run_name": run_name(arm, seed, learning_rate)}
     return validate_config(data)
 
 

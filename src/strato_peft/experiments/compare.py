@@ -134,7 +134,9 @@ def build_comparison(results_dir: ResultsDirs, baseline: Optional[str] = None, m
     runs = collect_runs(roots)
     if not any(r.status == COMPLETE for r in runs):
         bad = ", ".join(f"{r.run_name} ({r.status})" for r in runs)
-        raise CompareError(f"results directory {', '.join(map(str, roots))} holds no complete run to compare: {bad}")
+        where = ", ".join(map(str, roots))
+        raise CompareError(f"results {'directories' if len(roots) > 1 else 'directory'} {where} "
+                           f"hold{'' if len(roots) > 1 else 's'} no complete run to compare: {bad}")
     metric_name = choose_metric(runs, metric)
     spec = metric_spec(metric_name, [r.metrics[metric_name] for r in runs
                                      if r.status == COMPLETE and metric_name in r.metrics])
