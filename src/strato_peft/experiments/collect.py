@@ -199,7 +199,8 @@ def collect_runs(results_dir: ResultsDirs) -> list[RunRecord]:
     """Every run under one results folder or several; a missing folder, one holding no run, or the same run
     (model/task/run name) found in two folders is a :class:`CompareError`."""
     runs: list[RunRecord] = []
-    seen: dict[tuple[str, str, str], Path] = {}
+    counted: set[Path] = set()  # resolved run folders already read
+    where: dict[tuple[str, str, str], Path] = {}  # model/task/run name -> the folder it was read from
     for root in results_roots(results_dir):
         if not root.is_dir():
             raise CompareError(f"results directory {root} does not exist or is not a directory")
@@ -208,11 +209,12 @@ def collect_runs(results_dir: ResultsDirs) -> list[RunRecord]:
             raise CompareError(f"results directory {root} holds no runs (no folder with {METRICS_FILE}, "
                                f"{CONFIG_FILE} or .<name>.partial)")
         for run in found:
-            where = seen.setdefault((run.model, run.task, run.run_name), run.path)
-            if where.resolve() == run.path.resolve() and where is not run.path:
+            if run.path.resolve() in counted:
                 continue  # a folder given twice, or one inside another: the same run folder counts once
-            if where != run.path:
+            other = where.setdefault((run.model, run.task, run.run_name), run.path)
+            if other != run.path:
                 raise CompareError(f"run {run.model}/{run.task}/{run.run_name} is in two results directories "
-                                   f"({where} and {run.path}): compare folders that hold different runs")
+                                   f"({other} and {run.path}): compare folders that hold different runs")
+            counted.add(run.path.resolve())
             runs.append(run)
     return runs
