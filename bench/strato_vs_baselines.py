@@ -7,10 +7,10 @@ so an interrupted benchmark resumes where it stopped. The summary goes to
 ``bench/results/strato_vs_baselines.{json,md,png}``.
 
 Tasks:
-  tweets    all-MiniLM-L6 on tweet-sentiment (3 classes), 3,000 training tweets, 2 epochs, lr 5e-4; scored by
+  tweets    all-MiniLM-L6 on tweet-sentiment (3 classes), 3,000 training tweets, 2 epochs; scored by
             accuracy on the fixed 8,000-tweet held-out split (the same split for every arm and seed).
   addition  SmolLM2-135M-Instruct SFT on BIG-bench's unnatural_addition_2_digit ("45 - 15 =" -> "60": the minus sign
-            means plus), 2,000 training rows, 2 epochs, lr 5e-4, chat template; scored by exact match of greedy
+            means plus), 2,000 training rows, 2 epochs, chat template; scored by exact match of greedy
             generations on a fixed 4,000-row held-out split (of 8,100; the same for every arm and seed). Chosen
             because the rule contradicts what the model knows (the base model answers the subtraction), so only
             training moves the score, and it needs 2-digit arithmetic, which a 135M model does imperfectly, so the
@@ -27,6 +27,11 @@ whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, str
 strato_uniform_b0.5_nosched); alternatives at 0.125x, where the budget's uniform rank (1) is too low for the
 gradient start (strato_knapsack_b0.125_top: rank 2 on the modules the map values most per cost;
 strato_knapsack_b0.125_mappick: the map's own pick without probes).
+
+Learning rates: each arm trains at its own lr, chosen on validation rows (TUNED_LR below; `--validation N
+--learning-rate LR` runs the grid), because one shared lr favours whichever method learns fastest at it (at 5e-4
+every method under-trained and STRATO's gradient-aligned start led; at each method's best lr that lead was gone).
+`--lr-protocol shared` trains every arm at the task's 5e-4 instead (the earlier protocol; own default folders).
 
     python bench/strato_vs_baselines.py --task tweets            # everything (hours on 2 CPU cores)
     python bench/strato_vs_baselines.py --task tweets --arms lora_all_r8 strato_knapsack_b0.5 --seeds 42
@@ -92,6 +97,35 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+# Learning rate per arm under the default protocol ("tuned"): the first pattern that matches the arm's whole name.
+# Chosen on validation rows, never on the held-out split (tweets --validation 4000, addition --validation 2000): a
+# grid 5e-4 / 1e-3 / 2e-3 / 3e-3 (AdaLoRA up to 2e-2) at seed 42, seeds 43-44 at the best; every run is summarized in
+# bench/results/strato_lr_validation*. An arm no pattern matches trains at the task's lr (5e-4) and the summary says
+# so. `--lr-protocol shared` trains every arm at the task's lr (the earlier protocol).
+TUNED_LR: dict[str, list[tuple[str, float]]] = {
+    "tweets": [
+        (r"lora_all_r\d+", 2e-3),  # r1 / r4 / r8 / r16 best at 2e-3 of 1e-3, 2e-3 (r4: 3e-3 and 5e-3 lower)
+        (r"adalora_r4", 2e-2),  # 52.4 at 5e-4, 65.4 at 2e-3, 73.4 at 5e-3, 74.5 at 2e-2
+        (r"strato_.*", 1e-3),  # 0.5x: 74.10 at 1e-3 over seeds 42-44; 1.5e-3 / 2e-3 / 5e-3 lower (seed 42)
+    ],
+    "addition": [
+        (r"lora_all_r\d+", 2e-3),  # r4, seed 42: 95.40 at 2e-3 vs 90.10 at 5e-4
+        (r"strato_.*", 1e-3),  # 0.5x, seed 42: 94.90 at 1e-3 vs 93.65 at 5e-4
+    ],
+}
+LR_PROTOCOLS = ("tuned", "shared")
+
+
+def arm_learning_rate(task: str, arm: str, protocol: str = "tuned") -> float:
+    """The lr ``arm`` trains at: its entry in TUNED_LR under the "tuned" protocol, else the task's."""
+    if protocol not in LR_PROTOCOLS:
+        raise ValueError(f"lr protocol: expected one of {LR_PROTOCOLS}, got {protocol!r}")
+    default = TASKS[task]["base"]["training"]["learning_rate"]
+    if protocol == "shared":
+        return default
+    return next((lr for pattern, lr in TUNED_LR[task] if re.fullmatch(pattern, arm)), default)
+
+
 def arms(task: str) -> dict[str, dict[str, Any]]:
     """Arm name -> peft section overrides."""
     spec = TASKS[task]
@@ -155,14 +189,15 @@ def run_name(arm: str, seed: int, learning_rate: Optional[float] = None) -> str:
 
 
 def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: Path,
-               validation: Optional[int] = None, learning_rate: Optional[float] = None):
+               validation: Optional[int] = None, learning_rate: Optional[float] = None, lr_protocol: str = "tuned"):
     """The run config of one arm and seed; ``validation`` scores it on that many validation rows (outside the
-    held-out split and the training rows) instead of the held-out split; ``learning_rate`` replaces the task's."""
+    held-out split and the training rows) instead of the held-out split; ``learning_rate`` replaces the arm's lr
+    (the run is then named ``<arm>_lr<LR>_seed<N>``), which ``lr_protocol`` sets otherwise."""
     from strato_peft.config import validate_config
 
     data = _deep_update(TASKS[task]["base"], {"peft": {k: v for k, v in peft.items() if v is not None}})
-    if learning_rate is not None:
-        data["training"]["learning_rate"] = learning_rate
+    data["training"]["learning_rate"] = (learning_rate if learning_rate is not None
+                                         else arm_learning_rate(task, arm, lr_protocol))
     if validation:
         data["task"]["validation_size"] = validation
     if arm == "lora_mlp_eqparams":
@@ -173,10 +208,23 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     return validate_config(data)
 
 
+def trained_learning_rate(run_dir: Path) -> Optional[float]:
+    """The learning rate a finished run was trained at (from its config_used.yaml); None if unreadable."""
+    import yaml
+
+    try:
+        return float(yaml.safe_load((run_dir / "config_used.yaml").read_text())["training"]["learning_rate"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
-             validation: Optional[int] = None, learning_rate: Optional[float] = None) -> list[dict[str, Any]]:
+             validation: Optional[int] = None, learning_rate: Optional[float] = None,
+             lr_protocol: str = "tuned") -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
-    each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own."""
+    each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own. A complete run
+    trained at another lr than this benchmark asks (e.g. under the other lr protocol) is an error for that arm,
+    never counted as this one's."""
     import subprocess
 
     from strato_peft.outputs import RunDirectory, run_dir_for
@@ -186,10 +234,17 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     log = []
     for seed in seeds:  # seed-major: a partial benchmark has every arm at the first seeds
         for arm in names:
-            cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate)
+            cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate, lr_protocol)
             run = RunDirectory(run_dir_for(cfg))
             if run.is_complete():
-                print(f"[skip] {arm} seed {seed}: complete", flush=True)
+                trained, wanted = trained_learning_rate(run.final), cfg.training.learning_rate
+                if trained is not None and not math.isclose(trained, wanted):
+                    error = (f"{run.final} was trained at lr {trained:g}, this benchmark trains {arm} at "
+                             f"{wanted:g} (--lr-protocol {lr_protocol}); give another --runs-dir")
+                    log.append({"arm": arm, "seed": seed, "status": "failed", "error": error})
+                    print(f"[fail] {arm} seed {seed}: {error}", flush=True)
+                else:
+                    print(f"[skip] {arm} seed {seed}: complete", flush=True)
                 continue
             print(f"[run]  {arm} seed {seed}", flush=True)
             start = time.time()
@@ -197,6 +252,7 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
                 if isolate:
                     subprocess.run([sys.executable, __file__, "--task", task, "--arms", arm, "--seeds", str(seed),
                                     "--runs-dir", str(runs_dir.parent), "--in-process",
+                                    "--lr-protocol", lr_protocol,
                                     *(["--validation", str(validation)] if validation else []),
                                     *(["--learning-rate", str(learning_rate)] if learning_rate is not None else [])],
                                    check=True)
@@ -241,6 +297,8 @@ def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
             "n": row["n"], "mean": None if mean is None else mean * scale,
             "std": None if row["std"] is None else row["std"] * scale,
             "seed_scores": {r["seed"]: r["metrics"][spec["metric"]] * scale for r in runs},
+            "learning_rates": sorted({lr for lr in (trained_learning_rate(run_folder(comparison, r)) for r in runs)
+                                      if lr is not None}),
             "held_out_examples": n_eval,
             "sampling_error": None if mean is None or not n_eval else
             scale * math.sqrt(mean * (1 - mean) / n_eval),
@@ -354,8 +412,9 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
 
 
 def markdown(task: str, summary: dict[str, Any]) -> str:
-    lines = [f"## Task {task}", "", "| arm | n | score mean +- seed std | sampling error | params | adapter FLOPs/token | "
-             "peak memory | wall time (s) | original criteria |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"## Task {task}", "", "| arm | n | lr | score mean +- seed std | sampling error | params | "
+             "adapter FLOPs/token | peak memory | wall time (s) | original criteria |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in sorted(summary["arms"].items(), key=lambda kv: (kv[1]["params"] or 0)):
         crit = a["original_criteria"] or {}
         ok = "/".join("pass" if (v or {}).get("passed") else "fail" if (v or {}).get("passed") is False else "n/a"
@@ -365,7 +424,8 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         se = "n/a" if a["sampling_error"] is None else f"{a['sampling_error']:.2f}"
         mem = "n/a*" if not a["peak_memory_bytes"] else f"{a['peak_memory_bytes'] / 2**20:.0f} MiB"
         wall = "n/a" if not a["wall_seconds"] else f"{a['wall_seconds']:.0f}"
-        lines.append(f"| {name} | {a['n']} | {mean} | {se} | {int(a['params'] or 0):,} | {int(a['adapter_flops'] or 0):,} | "
+        lr = " / ".join(f"{x:g}" for x in a.get("learning_rates") or []) or "n/a"
+        lines.append(f"| {name} | {a['n']} | {lr} | {mean} | {se} | {int(a['params'] or 0):,} | {int(a['adapter_flops'] or 0):,} | "
                      f"{mem} | {wall} | {ok} |")
     if summary.get("base_model"):
         b = summary["base_model"]
@@ -449,15 +509,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
     parser.add_argument("--arms", nargs="+", help="subset of arms (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
-    parser.add_argument("--runs-dir", nargs="+", help="default: bench/runs/strato_vs_baselines[_validation]; with "
+    parser.add_argument("--runs-dir", nargs="+", help="default: bench/runs/strato_vs_baselines[_validation]"
+                        "[_shared_lr]; with "
                         "--summarize-only several folders may be given, summarized as one set of runs")
-    parser.add_argument("--out", help="default: bench/results/strato_vs_baselines[_validation]")
+    parser.add_argument("--out", help="default: bench/results/strato_vs_baselines[_validation][_shared_lr]")
     parser.add_argument("--validation", type=int, metavar="N",
                         help="score every run on N validation rows (from the training pool, outside the held-out "
                         "split) instead of the held-out split: for choosing settings; own runs and results folders")
+    parser.add_argument("--lr-protocol", choices=LR_PROTOCOLS, default="tuned",
+                        help="tuned (default): each arm at its lr chosen on validation rows (TUNED_LR); shared: "
+                        "every arm at the task's 5e-4. Runs of the two protocols need separate --runs-dir folders")
     parser.add_argument("--learning-rate", type=float, metavar="LR",
-                        help="train every arm at LR instead of the task's 5e-4 (runs named <arm>_lr<LR>_seed<N>): "
-                        "for choosing a method's learning rate on validation rows")
+                        help="train every arm at LR instead (runs named <arm>_lr<LR>_seed<N>): for choosing a "
+                        "method's learning rate on validation rows")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     parser.add_argument("--in-process", action="store_true",
@@ -465,7 +529,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--base-model", action="store_true",
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
     args = parser.parse_args(argv)
-    suffix = "_validation" if args.validation else ""
+    suffix = ("_validation" if args.validation else "") + ("_shared_lr" if args.lr_protocol == "shared" else "")
     args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
     if len(args.runs_dir) > 1 and not args.summarize_only:
         parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
@@ -482,7 +546,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             base_model_score(task, runs_dir)
         if not args.summarize_only:
             logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process,
-                                  validation=args.validation, learning_rate=args.learning_rate)
+                                  validation=args.validation, learning_rate=args.learning_rate,
+                                  lr_protocol=args.lr_protocol)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -132,6 +133,61 @@ def test_learning_rate_flag_changes_the_lr_and_the_run_name_only(bench, tmp_path
     cfg = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, learning_rate=5e-3)
     assert cfg.training.learning_rate == 5e-3 and cfg.peft.method == "adalora" and cfg.peft.rank == 4
     assert cfg.logging.run_name == "adalora_r4_lr0.005_seed42"
-    plain = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path)
+    plain = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, lr_protocol="shared")
     assert plain.training.learning_rate == shared and plain.logging.run_name == "adalora_r4_seed42"
     assert bench.TASKS["tweets"]["base"]["training"]["learning_rate"] == shared  # the task's table is not changed
+
+
+@pytest.mark.parametrize("task", ["tweets", "addition"])
+def test_tuned_protocol_trains_each_arm_at_its_validation_lr_under_its_plain_name(bench, tmp_path, task):
+    """The default protocol: every frontier rank at LoRA's tuned lr, every STRATO arm at STRATO's, an arm without a
+    tuned lr at the task's; run names carry no lr (the lr is in the run's config and the summary)."""
+    table, shared = bench.arms(task), bench.TASKS[task]["base"]["training"]["learning_rate"]
+    lrs = {name: bench.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate
+           for name in ("lora_all_r1", "lora_all_r16", "strato_knapsack_b0.5", "strato_uniform_b0.5_nosched")}
+    assert lrs["lora_all_r1"] == lrs["lora_all_r16"] == bench.arm_learning_rate(task, "lora_all_r4") != shared
+    assert lrs["strato_knapsack_b0.5"] == lrs["strato_uniform_b0.5_nosched"] != shared
+    untuned = [n for n in table if not any(re.fullmatch(p, n) for p, _ in bench.TUNED_LR[task])]
+    for name in untuned:
+        assert bench.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate == shared
+    cfg = bench.arm_config(task, "lora_all_r4", table["lora_all_r4"], 43, tmp_path)
+    assert cfg.logging.run_name == "lora_all_r4_seed43"
+    assert all(bench.arm_learning_rate(task, n, "shared") == shared for n in table)
+    with pytest.raises(ValueError, match="lr protocol"):
+        bench.arm_learning_rate(task, "lora_all_r4", "best")
+
+
+def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, tmp_path, capsys):
+    """A folder of runs made under the shared lr cannot pass for tuned runs of the same name: the arm fails with a
+    message naming the run and both lrs, nothing is trained, and a run at the right lr is skipped as complete."""
+    from strato_peft.outputs import COMPLETE_MARKER, run_dir_for
+
+    table = bench.arms("tweets")
+    for protocol in ("shared", "tuned"):
+        cfg = bench.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path / protocol,
+                               lr_protocol=protocol)
+        final = run_dir_for(cfg)
+        final.mkdir(parents=True)
+        (final / COMPLETE_MARKER).write_text("")
+        (final / "config_used.yaml").write_text(f"training:\n  learning_rate: {5e-4}\n")
+    log = bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "tuned")
+    assert log[0]["status"] == "failed" and "trained at lr 0.0005" in log[0]["error"]
+    assert f"at {bench.arm_learning_rate('tweets', 'lora_all_r4'):g}" in log[0]["error"]
+    assert bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "shared", lr_protocol="shared") == []
+    assert "[skip] lora_all_r4 seed 42: complete" in capsys.readouterr().out
+
+
+def test_summary_reports_each_arms_learning_rates(bench, tmp_path):
+    """The lr column comes from the runs' own configs, so a summary of a mixed folder shows it."""
+    from test_compare import write_config
+
+    write_config(tmp_path, "lora_all_r4", [0.72, 0.71], trainable=4 * R1)
+    write_config(tmp_path, "strato_knapsack_b0.5", [0.74, 0.73], trainable=4 * R1)
+    for seed, lr in ((42, 2e-3), (43, 1e-3)):
+        (tmp_path / "m" / "t" / f"lora_all_r4_seed{seed}" / "config_used.yaml").write_text(
+            f"training:\n  learning_rate: {lr}\n")
+    summary = bench.summarize("tweets", tmp_path)
+    assert summary["arms"]["lora_all_r4"]["learning_rates"] == [1e-3, 2e-3]
+    assert summary["arms"]["strato_knapsack_b0.5"]["learning_rates"] == []  # configs without a training section
+    table = bench.markdown("tweets", summary)
+    assert "| lora_all_r4 | 2 | 0.001 / 0.002 |" in table and "| strato_knapsack_b0.5 | 2 | n/a |" in table
