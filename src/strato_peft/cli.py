@@ -213,16 +213,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``strato compare``: per-configuration statistics and verdicts; writes comparison.csv and .json."""
-    from strato_peft.experiments import build_comparison, format_table, write_outputs
-    from strato_peft.experiments.collect import output_dir_for
-    from strato_peft.experiments.plots import write_plots
+    from strato_peft.experiments import format_table
+    from strato_peft.experiments.report import write_comparison
 
-    out_dir = output_dir_for(args.results_dir, args.output_dir)
-    comparison = build_comparison(args.results_dir, baseline=args.baseline, metric=args.metric)
-    print(format_table(comparison))
-    csv_path, json_path = write_outputs(comparison, out_dir)
-    plots = write_plots(comparison, out_dir / "plots")
-    print(f"Comparison written to {csv_path} and {json_path}; {len(plots)} plots in {csv_path.parent / 'plots'}")
+    done = write_comparison(args.results_dir, args.output_dir, baseline=args.baseline, metric=args.metric)
+    print(format_table(done.comparison))
+    print(f"Comparison written to {done.csv} and {done.json}; {len(done.plots)} plots in {done.out_dir / 'plots'}")
     return 0
 
 

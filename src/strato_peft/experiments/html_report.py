@@ -9,10 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from strato_peft.experiments.collect import ResultsDirs, output_dir_for, results_label
-from strato_peft.experiments.compare import build_comparison
-from strato_peft.experiments.plots import write_plots
-from strato_peft.experiments.report import write_outputs
+from strato_peft.experiments.collect import ResultsDirs, results_label
+from strato_peft.experiments.report import write_comparison
 from strato_peft.outputs import atomic_write_text
 
 CRITERIA = ("efficiency", "accuracy", "stability")
@@ -128,11 +126,8 @@ generated {esc(str(comparison['generated_at']))}.</p>
 def write_report(results_dir: ResultsDirs, output_dir: Optional[str | Path] = None, baseline: Optional[str] = None,
                  metric: Optional[str] = None) -> tuple[Path, Path]:
     """Compare, plot and write report.html and report.md (plus the comparison files); returns the two paths."""
-    out_dir = output_dir_for(results_dir, output_dir)
-    comparison = build_comparison(results_dir, baseline=baseline, metric=metric)
-    write_outputs(comparison, out_dir)
-    plots = write_plots(comparison, out_dir / "plots")
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    atomic_write_text(html_path, html_page(comparison, plots))
-    atomic_write_text(md_path, markdown(comparison, plots, out_dir))
+    done = write_comparison(results_dir, output_dir, baseline, metric)
+    html_path, md_path = done.out_dir / "report.html", done.out_dir / "report.md"
+    atomic_write_text(html_path, html_page(done.comparison, done.plots))
+    atomic_write_text(md_path, markdown(done.comparison, done.plots, done.out_dir))
     return html_path, md_path

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from strato_peft.experiments.collect import ResultsDirs, output_dir_for
+from strato_peft.experiments.compare import build_comparison
 from strato_peft.experiments.errors import CompareError
 from strato_peft.outputs import atomic_write_json, atomic_write_text
 
@@ -136,3 +139,26 @@ def write_outputs(comparison: dict[str, Any], output_dir: str | Path) -> tuple[P
     except OSError as exc:
         raise CompareError(f"--output-dir {out}: cannot write the comparison files: {exc}") from None
     return csv_path, json_path
+
+
+@dataclass
+class ComparisonFiles:
+    """What ``write_comparison`` produced: the comparison itself and where its files went."""
+
+    comparison: dict[str, Any]
+    out_dir: Path
+    csv: Path
+    json: Path
+    plots: list[Path]
+
+
+def write_comparison(results_dir: ResultsDirs, output_dir: Optional[str | Path] = None,
+                     baseline: Optional[str] = None, metric: Optional[str] = None) -> ComparisonFiles:
+    """Compare the runs under ``results_dir`` (one folder or several) and write comparison.csv/.json and the plots
+    into ``output_dir`` (default: the results folder itself); shared by ``strato compare`` and ``strato report``."""
+    from strato_peft.experiments.plots import write_plots
+
+    out_dir = output_dir_for(results_dir, output_dir)
+    comparison = build_comparison(results_dir, baseline=baseline, metric=metric)
+    csv_path, json_path = write_outputs(comparison, out_dir)
+    return ComparisonFiles(comparison, out_dir, csv_path, json_path, write_plots(comparison, out_dir / "plots"))
