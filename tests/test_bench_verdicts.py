@@ -147,6 +147,9 @@ def test_tuned_protocol_trains_each_arm_at_its_validation_lr_under_its_plain_nam
            for name in ("lora_all_r1", "lora_all_r16", "strato_knapsack_b0.5", "strato_uniform_b0.5_nosched")}
     assert lrs["lora_all_r1"] == lrs["lora_all_r16"] == bench.arm_learning_rate(task, "lora_all_r4") != shared
     assert lrs["strato_knapsack_b0.5"] == lrs["strato_uniform_b0.5_nosched"] != shared
+    gradient = bench.arm_config(task, "strato_knapsack_b0.5_gradient", table["strato_knapsack_b0.5_gradient"], 43,
+                                tmp_path)
+    assert gradient.peft.strato.init == "gradient" and gradient.training.learning_rate < lrs["strato_knapsack_b0.5"]
     untuned = [n for n in table if not any(re.fullmatch(p, n) for p, _ in bench.TUNED_LR[task])]
     for name in untuned:
         assert bench.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate == shared

@@ -73,6 +73,8 @@ def test_every_shipped_config_validates():
         ({"peft": {"rank": -3}}, ["peft.rank"]),
         ({"peft": {"method": "magic"}}, ["peft.method", "unknown method", "lora"]),
         ({"task": {"name": "jsonl", "data_path": "/nonexistent/data.jsonl"}}, ["task.data_path", "not found"]),
+        ({"peft": {"method": "strato", "strato": {"low_budget_fill": "top_modules"}}},
+         ["peft.strato", "needs init: gradient"]),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path, capsys, content, needles):

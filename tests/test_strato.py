@@ -392,14 +392,14 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain,fraction", [
-    ("llama", "causal_lm", True, "knapsack", 0.0, 1.0),
-    ("bert", "classification", False, "knapsack", 0.0, 1.0),
-    ("gpt2", "causal_lm", False, "ppo", 0.0, 1.0),
-    ("bert", "classification", False, "ppo", 1e9, 1.0),
-    ("llama", "causal_lm", False, "knapsack", 0.0, 0.15)])
+@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain,fraction,init", [
+    ("llama", "causal_lm", True, "knapsack", 0.0, 1.0, "gradient"),
+    ("bert", "classification", False, "knapsack", 0.0, 1.0, None),
+    ("gpt2", "causal_lm", False, "ppo", 0.0, 1.0, "gradient"),
+    ("bert", "classification", False, "ppo", 1e9, 1.0, None),
+    ("llama", "causal_lm", False, "knapsack", 0.0, 0.15, None)])
 def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, min_gain, fraction,
-                                                                make_config, tiny_root, monkeypatch, tmp_path):
+                                                                init, make_config, tiny_root, monkeypatch, tmp_path):
     """min_gain 1e9: the map never separates enough to search, so the uniform LoRA trains and no probe runs; fraction
     0.15: two 2-step probes do not fit in 15% of 12 steps, so no search either."""
     from peft import PeftModel
@@ -414,7 +414,8 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
                                                                              "scheduler": scheduler,
                                                                              "scheduler_interval": 2,
                                                                              "min_map_gain": min_gain,
-                                                                             "max_search_fraction": fraction}},
+                                                                             "max_search_fraction": fraction,
+                                                                             **({"init": init} if init else {})}},
                       training={"max_steps": 12})
     result = train(cfg)
     adapter = result.run_dir / "adapter"
@@ -448,13 +449,15 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
         assert conf["rank_pattern"] == plan["allocation"]
         assert lora_params == plan["predicted_cost"]["params"]
     assert result.metrics["strato"]["modules"] == len(plan["allocation"]) and plan["solver"] == solver
-    # training started from the gradient-aligned A on every chosen module of rank >= init_min_rank (2, the
-    # default; this allocation is rank 2 everywhere, so every module), peft's A on the others
     start = result.metrics["strato"]["init"]
-    aligned = {n: r for n, r in plan["allocation"].items() if r >= 2}
-    assert start == {"init": "gradient", "min_rank": 2, "modules": len(aligned), "rows": sum(aligned.values()),
-                     "kaiming_modules": len(plan["allocation"]) - len(aligned)}
-    assert start["modules"] > 0
+    if init == "gradient":  # the gradient-aligned A on every chosen module of rank >= init_min_rank (2, the
+        # default; this allocation is rank 2 everywhere, so every module), peft's A on the others
+        aligned = {n: r for n, r in plan["allocation"].items() if r >= 2}
+        assert start == {"init": "gradient", "min_rank": 2, "modules": len(aligned), "rows": sum(aligned.values()),
+                         "kaiming_modules": len(plan["allocation"]) - len(aligned)}
+        assert start["modules"] > 0
+    else:  # the default: peft's own random A
+        assert start == {"init": "kaiming"}
 
     cls = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
     kwargs = {"num_labels": 2} if task == "classification" else {}
@@ -475,7 +478,8 @@ def test_low_budget_fill_decides_what_trains_where_the_uniform_rank_is_below_the
 
     monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
     cfg = make_config("llama", "strato", "causal_lm", peft={"budget": 0.25, "strato": {
-        "sensitivity_batches": 2, "scheduler": False, "min_map_gain": 1e9, "low_budget_fill": fill}},
+        "sensitivity_batches": 2, "scheduler": False, "min_map_gain": 1e9, "low_budget_fill": fill,
+        "init": "gradient"}},
         training={"max_steps": 4})
     result = train(cfg)
     plan = json.loads((result.run_dir / "adapter" / "strato_plan.json").read_text())

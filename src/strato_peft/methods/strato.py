@@ -43,7 +43,7 @@ def strato_config(ctx: MethodContext):
 
 
 def initialize_strato(model: Any, ctx: MethodContext) -> None:
-    """Start LoRA as the probes did (``peft.strato.init``: gradient-aligned A by default)."""
+    """Start LoRA as the probes did (``peft.strato.init``: peft's random A by default, or gradient-aligned)."""
     from strato_peft.strato.init import apply_init
 
     ctx.artifacts["strato"]["init"] = apply_init(model, ctx.peft.strato.init, ctx.state["plan"].directions,
