@@ -95,9 +95,8 @@ class StratoSearchConfig(_Section):
     low_budget_fill: Literal["uniform", "top_modules"] = Field(
         "uniform", description="With `init: gradient`, when the search is skipped and the budget's uniform rank is "
         "below `init_min_rank` (so the gradient start would apply to no module): 'uniform' trains that rank on "
-        "every module (LoRA's own "
-        "shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the sensitivity map values "
-        "most per unit of cost, as many as fit, and leaves the rest without an adapter.")
+        "every module (LoRA's own shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the "
+        "sensitivity map values most per unit of cost, as many as fit, and leaves the rest without an adapter.")
     scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")
