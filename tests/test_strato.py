@@ -269,6 +269,21 @@ def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     assert again.allocation == result.allocation
 
 
+def test_share_values_rank_by_how_spread_a_modules_gradient_is_not_how_large():
+    from strato_peft.strato.sensitivity import SensitivityMap
+
+    smap = SensitivityMap({"layers.0.q": [10.0, 2.0, 1.0, 1.0], "layers.0.v": [1.0, 1.0, 1.0, 1.0]})
+    assert smap.share("layers.0.q", 4) == pytest.approx(1.0) and smap.share("layers.0.v", 1) == pytest.approx(0.25)
+    assert smap.share("layers.0.q", 1) == pytest.approx(100 / 106)
+    assert SensitivityMap({"m": [0.0, 0.0]}).share("m", 2) == 0.0  # no gradient: no value, not a division by 0
+    problem = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=4 * 32, layers=1, max_rank=4)
+    by_gradient = greedy(problem, lambda site, r: smap.value(site.name, r))
+    by_share = greedy(problem, lambda site, r: smap.share(site.name, r))
+    # the large rank-1-ish gradient takes the rank under 'gradient'; under 'share' its first direction is enough
+    assert by_gradient["layers.0.q"] > by_share["layers.0.q"] == 1
+    assert by_share["layers.0.v"] == 3
+
+
 def test_map_gain_is_the_maps_relative_preference_over_uniform():
     from strato_peft.strato.planner import map_gain
 
@@ -392,14 +407,15 @@ def test_export_is_a_plain_peft_adapter_with_one_global_scale(tmp_path):
 
 # --- the method end to end ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain,fraction,init", [
-    ("llama", "causal_lm", True, "knapsack", 0.0, 1.0, "gradient"),
-    ("bert", "classification", False, "knapsack", 0.0, 1.0, None),
-    ("gpt2", "causal_lm", False, "ppo", 0.0, 1.0, "gradient"),
-    ("bert", "classification", False, "ppo", 1e9, 1.0, None),
-    ("llama", "causal_lm", False, "knapsack", 0.0, 0.15, None)])
+@pytest.mark.parametrize("kind,task,scheduler,solver,min_gain,fraction,init,map_value", [
+    ("llama", "causal_lm", True, "knapsack", 0.0, 1.0, "gradient", "gradient"),
+    ("bert", "classification", False, "knapsack", 0.0, 1.0, None, "share"),
+    ("gpt2", "causal_lm", False, "ppo", 0.0, 1.0, "gradient", "gradient"),
+    ("bert", "classification", False, "ppo", 1e9, 1.0, None, "gradient"),
+    ("llama", "causal_lm", False, "knapsack", 0.0, 0.15, None, "share")])
 def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, scheduler, solver, min_gain, fraction,
-                                                                init, make_config, tiny_root, monkeypatch, tmp_path):
+                                                                init, map_value, make_config, tiny_root, monkeypatch,
+                                                                tmp_path):
     """min_gain 1e9: the map never separates enough to search, so the uniform LoRA trains and no probe runs; fraction
     0.15: two 2-step probes do not fit in 15% of 12 steps, so no search either."""
     from peft import PeftModel
@@ -415,6 +431,7 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
                                                                              "scheduler_interval": 2,
                                                                              "min_map_gain": min_gain,
                                                                              "max_search_fraction": fraction,
+                                                                             "map_value": map_value,
                                                                              **({"init": init} if init else {})}},
                       training={"max_steps": 12})
     result = train(cfg)
@@ -423,6 +440,7 @@ def test_strato_run_searches_trains_and_exports_a_plain_adapter(kind, task, sche
     conf = json.loads((adapter / "adapter_config.json").read_text())
     assert "strato" not in json.dumps(conf).lower()  # a plain peft LoRA config
     assert plan["search"]["sensitivity_seconds"] > 0 and plan["search"]["map_gain"] is not None
+    assert plan["search"]["map_value"] == map_value
     if min_gain == 0 and fraction == 1.0:
         assert plan["search"]["searched"] is True and plan["search"]["probes"] == 2
         assert plan["search"]["skipped"] is None

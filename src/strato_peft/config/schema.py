@@ -63,6 +63,13 @@ class StratoSearchConfig(_Section):
     max_rank: int = Field(32, gt=0, description="Largest rank any one module may get.")
     sensitivity_batches: int = Field(8, gt=0, description="Training batches the sensitivity map is estimated from.")
     cache: bool = Field(True, description="Cache the sensitivity map on disk ($STRATO_CACHE/sensitivity).")
+    map_value: Literal["gradient", "share"] = Field(
+        "gradient", description="How the sensitivity map values rank r at a module: 'gradient' is the first-order gain "
+        "of a gradient step, sum of the top-r squared singular values of its loss gradient (modules with large "
+        "gradients dominate; near a classifier head the mean gradient has rank <= classes - 1); 'share' divides that "
+        "by the module's whole spectrum, the fraction of its gradient directions a rank-r update can follow, so "
+        "every module counts alike and rank goes where the gradient is spread (Adam's per-parameter scaling makes a "
+        "module's step size independent of its gradient's scale).")
     max_probes: int = Field(3, ge=0, description="Short probe trainings the solver may run to choose among "
                             "candidate allocations (0: trust the sensitivity map).")
     probe_steps: Optional[int] = Field(None, gt=0, description="Optimizer steps per probe; None: 5% of the run's "

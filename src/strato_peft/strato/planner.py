@@ -121,7 +121,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
                          s.max_rank)
     sensitivity_seconds = time.perf_counter() - start
 
-    problem = AllocationProblem(sites=sites, value=lambda site, r: smap.value(site.name, r),
+    value = smap.share if s.map_value == "share" else smap.value
+    problem = AllocationProblem(sites=sites, value=lambda site, r: value(site.name, r),
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
                                 seed=cfg.seed)
     alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
@@ -154,7 +155,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     result = get_solver(solver_name if searched else "uniform")(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
-    search = {"map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched, "skipped": skipped,
+    search = {"map_value": s.map_value, "map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched, "skipped": skipped,
               "max_search_fraction": s.max_search_fraction, "total_steps": total_steps,
               "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
               "reused": result.reused, "probe_seconds": result.probe_seconds,

@@ -53,6 +53,11 @@ class SensitivityMap:
             return float(rank)
         return float(sum(v ** power for v in vals))
 
+    def share(self, name: str, rank: int) -> float:
+        """``value`` as a fraction of the module's stored spectrum (0 for a module with no gradient)."""
+        total = self.total(name)
+        return self.value(name, rank) / total if total > 0 else 0.0
+
     def total(self, name: str) -> float:
         return float(sum(s * s for s in self.spectra[name]))
 
