@@ -162,8 +162,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
                                          "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
     out["strato_knapsack_b0.125_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
                                              "strato": {"max_probes": 0}}
-    # the map valued by each module's share of its own gradient spectrum (map_value: share) and trusted without
-    # probes, the gate open: rank follows where the gradient is spread rather than where it is large
+    # the gate open at 0.5x, the map trusted without probes: its own pick (gradient value: rank where the gradient is
+    # large), and valued by each module's share of its own spectrum (map_value: share: rank where it is spread)
+    out["strato_knapsack_b0.5_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
+                                           "strato": {"min_map_gain": 0.0, "max_probes": 0}}
     out["strato_knapsack_b0.5_share"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
                                          "strato": {"map_value": "share", "min_map_gain": 0.0, "max_probes": 0}}
     return out
