@@ -284,6 +284,20 @@ def test_share_values_rank_by_how_spread_a_modules_gradient_is_not_how_large():
     assert by_share["layers.0.v"] == 3
 
 
+def test_without_probes_knapsack_trains_the_candidate_the_map_values_most():
+    """Costs per rank differ (a: 32 params, b: 96), so the greedy spends everything on a (value 3.4) while rank 1 on
+    both, the uniform LoRA, is valued 3.5: without probes the solver must not take the greedy's pick on trust."""
+    sites = [ModuleSite("layers.0.a", "a", 0, 16, 16), ModuleSite("layers.0.b", "b", 0, 48, 48)]
+    values = {"a": [0.0, 1.0, 1.9, 2.7, 3.4], "b": [0.0, 2.5, 2.6, 2.7, 2.8]}
+    problem = AllocationProblem(sites, lambda site, r: values[site.kind][r],
+                                lambda site, r: {"params": r * (site.d_in + site.d_out) / 128}, {"params": 1.0}, 4,
+                                None, 0, seed=0)
+    assert greedy(problem, problem.value) == {"layers.0.a": 4}
+    result = get_solver("knapsack")(problem)
+    assert result.allocation == uniform_fill(problem) == {"layers.0.a": 1, "layers.0.b": 1}
+    assert result.details["chosen"] == "uniform" and result.probes == 0
+
+
 def test_map_gain_is_the_maps_relative_preference_over_uniform():
     from strato_peft.strato.planner import map_gain
 

@@ -107,7 +107,7 @@ def candidate_row(problem: AllocationProblem, label: str, alloc: Allocation) -> 
 
 
 def solve_knapsack(problem: AllocationProblem) -> SolverResult:
-    """Greedy candidates; probes (if any) choose, else the full-strength map's greedy allocation."""
+    """Greedy candidates; probes (if any) choose, else the candidate the map values most."""
     start = time.perf_counter()
     arch = problem.archive
     before = (arch.n_probes, arch.reused, arch.probe_seconds) if arch else (0, 0, 0.0)
@@ -124,7 +124,9 @@ def solve_knapsack(problem: AllocationProblem) -> SolverResult:
             if best is None or rec.score > best[0]:
                 best = (rec.score, alloc)
         rows.append(row)
-    chosen = best[1] if best is not None else cands[0][1]
+    # no probe ran: the candidate the map values most (the greedy is not optimal when costs per rank differ, so the
+    # uniform LoRA can be valued above it)
+    chosen = best[1] if best is not None else max(cands, key=lambda c: problem.surrogate(c[1]))[1]
     return SolverResult(
         allocation=chosen, solver="knapsack",
         probes=(arch.n_probes - before[0]) if arch else 0,
