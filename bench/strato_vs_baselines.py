@@ -24,9 +24,9 @@ MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA 
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
 whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
-gradient-aligned start, strato_uniform_b0.5_nosched); alternatives at 0.125x (strato_knapsack_b0.125_top: the
-gradient start at rank 2 on the modules the map values most per cost; strato_knapsack_b0.125_mappick: the map's own
-pick without probes).
+gradient-aligned start, strato_uniform_b0.5_nosched; strato_knapsack_b0.5_mappick and _share: the gate forced open,
+the map's pick under each map_value); alternatives at 0.125x (strato_knapsack_b0.125_top: the gradient start at rank
+2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates).
 
 Learning rates: each arm trains at its own lr, chosen on validation rows (TUNED_LR below; `--validation N
 --learning-rate LR` runs the grid), because one shared lr favours whichever method learns fastest at it (at 5e-4
@@ -157,11 +157,11 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["strato_uniform_b0.5_nosched"] = {"method": "strato", "solver": "uniform", "budget": 0.5,
                                           "strato": {"scheduler": False}}
     # at 0.125x with the gradient start (rank 1 everywhere is below init_min_rank, where it applies nowhere): rank 2
-    # on the modules the map values most per cost; and the map's own pick trusted without probes (max_probes 0)
+    # on the modules the map values most per cost; and the search with probes choosing (the default until bc969bc)
     out["strato_knapsack_b0.125_top"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
                                          "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
-    out["strato_knapsack_b0.125_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
-                                             "strato": {"max_probes": 0}}
+    out["strato_knapsack_b0.125_probes"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
+                                            "strato": {"max_probes": 3}}
     # the gate open at 0.5x, the map trusted without probes: its own pick (gradient value: rank where the gradient is
     # large), and valued by each module's share of its own spectrum (map_value: share: rank where it is spread)
     out["strato_knapsack_b0.5_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,

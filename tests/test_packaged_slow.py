@@ -41,7 +41,7 @@ def test_classification_on_real_minilm_and_tweets(tmp_path, capsys):
 @pytest.mark.parametrize("config,model,task", [("minilm_tweets.yaml", "minilm-l6", "tweet-sentiment"),
                                                ("smollm2_gsm8k.yaml", "smollm2-135m", "gsm8k")])
 def test_strato_example_configs_on_packaged_models(config, model, task, tmp_path, capsys):
-    """Each packaged model's STRATO example: sensitivity map, search (probes, where the map separates allocations),
+    """Each packaged model's STRATO example: sensitivity map, search (where the map separates allocations),
     training, plain adapter + plan."""
     repo = Path(__file__).resolve().parent.parent
     code = main(["train", "--config", str(repo / "configs" / "strato" / config), "--fast-dev-run",
@@ -54,10 +54,12 @@ def test_strato_example_configs_on_packaged_models(config, model, task, tmp_path
     assert set(conf["rank_pattern"]) == set(conf["target_modules"]) and plan["final_ranks"] == conf["rank_pattern"]
     assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
     assert plan["sensitivity"]["batches"] >= 1 and plan["search"]["map_gain"] is not None
-    # probes run exactly when the map separates the allocations (strato.min_map_gain); else the uniform LoRA trains
+    # the search runs exactly when the map separates the allocations (strato.min_map_gain), spending the probes the
+    # config allows (none by default: the map's pick); else the uniform LoRA trains
     search = plan["search"]
     assert search["searched"] == (search["map_gain"] >= search["min_map_gain"])
     if search["searched"]:
-        assert search["probes"] >= 1
+        assert search["probes"] == search["max_probes"]
+        assert search["details"]["chosen"] == max(search["candidates"], key=lambda c: c["surrogate"])["label"]
     else:
         assert search["probes"] == 0 and len(set(plan["allocation"].values())) == 1
