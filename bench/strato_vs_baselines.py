@@ -157,7 +157,7 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["strato_uniform_b0.5_nosched"] = {"method": "strato", "solver": "uniform", "budget": 0.5,
                                           "strato": {"scheduler": False}}
     # at 0.125x with the gradient start (rank 1 everywhere is below init_min_rank, where it applies nowhere): rank 2
-    # on the modules the map values most per cost; and the search with probes choosing (the default until bc969bc)
+    # on the modules the map values most per cost; and the search with probes choosing (the default before baca233)
     out["strato_knapsack_b0.125_top"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
                                          "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
     out["strato_knapsack_b0.125_probes"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
