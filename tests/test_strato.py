@@ -593,6 +593,63 @@ def test_a_probe_leaves_the_base_model_exactly_as_it_was(kind, task, make_config
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
+@pytest.mark.parametrize("kind,task", [("bert", "classification"), ("llama", "causal_lm")])
+def test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed(kind, task, make_config, tmp_path,
+                                                                                monkeypatch, one_thread):
+    """The search (map batches, probes, PPO) draws no number the training would have drawn: with the uniform
+    allocation and no scheduler, STRATO's losses and its adapter's update (scale * B @ A, per module) are exactly
+    those of LoRA at the same rank and seed, so any difference between the two arms is the allocation's or the
+    scheduler's, never a different random draw."""
+    from safetensors.torch import load_file
+
+    from strato_peft.training.run import train
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    training = {"max_steps": 6, "save_steps": 100}
+    lora = train(make_config(kind, "lora", task, peft={"target_modules": "all-linear", "dropout": 0.1},
+                             training=training))
+    strato = train(make_config(kind, "strato", task, training=training,
+                               peft={"budget": 1.0, "solver": "uniform", "dropout": 0.1,
+                                     "strato": {"scheduler": False, "sensitivity_batches": 2}}))
+
+    def losses(result):
+        return [row["loss"] for row in result.metrics["loss_curve"] if "loss" in row]
+
+    def updates(result):
+        conf = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
+        weights = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
+        out = {}
+        for key, a in weights.items():
+            if ".lora_A." in key:
+                name = key.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0]
+                scale = conf["alpha_pattern"].get(name, conf["lora_alpha"]) / conf["rank_pattern"].get(name, conf["r"])
+                out[name] = scale * weights[key.replace(".lora_A.", ".lora_B.")] @ a
+        return out
+
+    assert len(losses(lora)) == 6 and losses(strato) == losses(lora)
+    want, got = updates(lora), updates(strato)
+    assert set(got) == set(want) and all(w.abs().max() > 0 for w in want.values())  # trained, not the B = 0 start
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-9)
+
+
+def test_preserved_rng_undoes_every_draw_inside_it():
+    import numpy as np
+
+    from strato_peft.training.seed import preserved_rng, seed_everything
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    seed_everything(3)
+    expected = draws()
+    seed_everything(3)
+    with preserved_rng():
+        draws()
+        torch.manual_seed(99)  # even a reseed inside (a probe seeds itself) leaves the outside stream alone
+    assert draws() == expected
+
+
 def test_strato_dry_run_prints_the_budget(make_config, tmp_path, capsys):
     import yaml
 

@@ -23,6 +23,7 @@ def strato_config(ctx: MethodContext):
     """The rsLoRA config of the searched allocation (a dry run previews the budget on the meta device)."""
     from strato_peft.strato.export import training_lora_config
     from strato_peft.strato.planner import make_plan, preview_plan
+    from strato_peft.training.seed import preserved_rng
 
     if ctx.dry_run:
         cfg = _cfg_for_preview(ctx)
@@ -31,7 +32,10 @@ def strato_config(ctx: MethodContext):
         if ctx.run is None:
             raise ConfigError("peft.method: strato needs the run's data to search (use strato train)")
         r = ctx.run
-        plan = make_plan(r.cfg, ctx.model, r.tokenizer, r.data, r.platform, ctx.total_steps, r.fast_dev_run)
+        # the search draws no number the training would have drawn: LoRA's A init and the dropout masks after it are
+        # those of a LoRA run of the same seed, so a STRATO run that trains the uniform LoRA trains exactly that LoRA
+        with preserved_rng():
+            plan = make_plan(r.cfg, ctx.model, r.tokenizer, r.data, r.platform, ctx.total_steps, r.fast_dev_run)
     ctx.state["plan"] = plan
     ctx.artifacts["strato"] = plan.summary()
     if not ctx.dry_run and ctx.peft.strato.scheduler:

@@ -35,6 +35,7 @@ from strato_peft.errors import ConfigError
 from strato_peft.strato.allocation import Allocation, total_rank
 from strato_peft.strato.solvers.base import AllocationProblem, SolverResult, register_solver
 from strato_peft.strato.solvers.ppo_env import AllocationEnv, GroupTables
+from strato_peft.training.seed import preserved_rng
 
 MAX_POLICY_PARAMS = 500_000
 SOLVER = "ppo"
@@ -45,16 +46,13 @@ PPO_DEFAULTS: dict[str, Any] = {"batch_size": 64, "n_epochs": 5, "learning_rate"
 @contextlib.contextmanager
 def _isolated():
     """One torch thread (deterministic and fastest for tiny nets); restore global RNGs and threads afterwards."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with preserved_rng():
+            yield
     finally:
         torch.set_num_threads(threads)
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
 
 
 def _rollout(model, env: AllocationEnv, start: np.ndarray, rng: Optional[np.random.Generator]) -> np.ndarray:
