@@ -62,6 +62,7 @@ CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
+SIGNIFICANCE = 0.05  # paired t-test level at which a curve point counts as a win or a loss rather than a tie
 FRONTIER_ARM = re.compile(r"lora_all_r(\d+)(?:_lr(.+))?")  # a LoRA frontier run, at the task's lr or at _lr<LR>
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -371,6 +372,13 @@ def reference_order() -> list[str]:
     return [REFERENCE_ARM, *(f"lora_all_r{r}" for r in reversed(FRONTIER_RANKS) if f"lora_all_r{r}" != REFERENCE_ARM)]
 
 
+def best_frontier_at_cost(arms_: dict[str, dict[str, Any]], params: float) -> Optional[str]:
+    """The LoRA all-linear rank that scores best among those costing no more than ``params`` (within 1%)."""
+    names = [f"lora_all_r{r}" for r in FRONTIER_RANKS if arms_.get(f"lora_all_r{r}", {}).get("mean") is not None
+             and (arms_[f"lora_all_r{r}"]["params"] or 0) <= COST_TOLERANCE * params]
+    return max(names, key=lambda n: arms_[n]["mean"], default=None)
+
+
 def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """At 0.5x budget: STRATO >= the best LoRA-frontier arm that costs no more (within 1%), >= MLP-only and DoRA;
     wall time (search + training) <= 1.2x one LoRA run (r=8; in a folder without r=8 runs, the highest frontier
@@ -383,10 +391,8 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name, a in arms_.items():
         if not name.startswith("strato_") or a["mean"] is None or ref is None:
             continue
-        frontier = [arms_[f"lora_all_r{r}"] for r in FRONTIER_RANKS if f"lora_all_r{r}" in arms_
-                    and arms_[f"lora_all_r{r}"]["mean"] is not None
-                    and (arms_[f"lora_all_r{r}"]["params"] or 0) <= COST_TOLERANCE * (a["params"] or 0)]
-        best_frontier = max((f["mean"] for f in frontier), default=None)
+        frontier_arm = best_frontier_at_cost(arms_, a["params"] or 0)
+        best_frontier = None if frontier_arm is None else arms_[frontier_arm]["mean"]
         # MLP-only (r8's params) and DoRA r4 are the issue's cheap alternatives to the 0.5x budget: checked from
         # 0.5x up, not against the curve's cheaper points (r1, r2 params)
         at_half_or_more = COST_TOLERANCE * (a["params"] or 0) >= 0.5 * r8_params
@@ -396,6 +402,7 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
         checks = {
             "beats_frontier_at_cost": None if best_frontier is None else a["mean"] >= best_frontier,
             "frontier_best_at_cost": best_frontier,
+            "frontier_arm_at_cost": frontier_arm,
             **{f"beats_{k}": a["mean"] >= v for k, v in others.items()},
             "wall_reference": ref_name,
             "wall_time_ratio": wall_ratio,
@@ -410,20 +417,43 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) -> dict[str, Any]:
     """STRATO (knapsack) against LoRA's whole curve: at each budget that has runs, its score minus the best LoRA
     frontier score at no more params; ``beats_whole_curve`` when every such point is >= 0 (None until there is a
-    point at each frontier rank's params: 0.125x ... 2x)."""
+    point at each frontier rank's params: 0.125x ... 2x). Each point also pairs the two arms seed by seed (a STRATO
+    run and a LoRA run of one seed share their random draws, see training/seed.py ``preserved_rng``): the paired
+    t-test's p and a ``call``: win / loss where p < SIGNIFICANCE, else tie (the margin is within seed noise)."""
+    from strato_peft.experiments.stats import paired_comparison
+
     points = {}
     for name, v in verdicts.items():
         match = re.fullmatch(r"strato_knapsack_b([0-9.]+)", name)
         if not match or v.get("frontier_best_at_cost") is None:
             continue
-        budget = match.group(1)
-        points[float(budget)] = {"arm": name, "params": arms_[name]["params"], "score": arms_[name]["mean"],
-                                 "frontier_best_at_cost": v["frontier_best_at_cost"],
-                                 "margin": arms_[name]["mean"] - v["frontier_best_at_cost"]}
+        margin = arms_[name]["mean"] - v["frontier_best_at_cost"]
+        frontier = v["frontier_arm_at_cost"]
+        paired = paired_comparison(arms_[name].get("seed_scores") or {},
+                                   arms_[frontier].get("seed_scores") or {}, higher_is_better=True)
+        significant = paired.p_value is not None and paired.p_value < SIGNIFICANCE
+        points[float(match.group(1))] = {
+            "arm": name, "params": arms_[name]["params"], "score": arms_[name]["mean"],
+            "frontier_best_at_cost": v["frontier_best_at_cost"], "frontier_arm": frontier, "margin": margin,
+            "paired_seeds": paired.n, "paired_gain_std": _paired_std(arms_[name], arms_[frontier]),
+            "p_value": paired.p_value, "p_note": paired.p_note,
+            "call": ("win" if margin > 0 else "loss") if significant else "tie"}
     ordered = dict(sorted(points.items()))
     complete = {0.5, *CURVE_BUDGETS} <= set(ordered)  # a point at each frontier rank's params (r1 ... r16)
+    calls = [p["call"] for p in ordered.values()]
     return {"points": ordered,
-            "beats_whole_curve": all(p["margin"] >= 0 for p in ordered.values()) if complete else None}
+            "beats_whole_curve": all(p["margin"] >= 0 for p in ordered.values()) if complete else None,
+            "wins": calls.count("win"), "ties": calls.count("tie"), "losses": calls.count("loss")}
+
+
+def _paired_std(a: dict[str, Any], b: dict[str, Any]) -> Optional[float]:
+    """Seed std of the per-seed differences a - b (None with fewer than two shared seeds)."""
+    seeds = sorted(set(a.get("seed_scores") or {}) & set(b.get("seed_scores") or {}))
+    if len(seeds) < 2:
+        return None
+    diffs = [a["seed_scores"][s] - b["seed_scores"][s] for s in seeds]
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
 
 
 def markdown(task: str, summary: dict[str, Any]) -> str:
@@ -458,14 +488,22 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
     curve = summary.get("curve") or {}
     if curve.get("points"):
         lines += ["", "STRATO (knapsack) along LoRA's curve: score minus the best LoRA all-linear rank at no more "
-                  "params:", "", "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin |",
-                  "|---|---|---|---|---|"]
+                  "params; paired by seed (the two runs of a seed share their random draws): the seed std of the "
+                  f"per-seed differences, the paired t-test's p, and the call (win / loss at p < {SIGNIFICANCE}, "
+                  "else tie):", "",
+                  "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin | paired std | p | call |",
+                  "|---|---|---|---|---|---|---|---|"]
         for budget, p in curve["points"].items():
+            std = "n/a" if p.get("paired_gain_std") is None else f"{p['paired_gain_std']:.2f}"
+            pval = "n/a" if p.get("p_value") is None else f"{p['p_value']:.3f}"
             lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | "
-                         f"{p['frontier_best_at_cost']:.2f} | {p['margin']:+.2f} |")
+                         f"{p['frontier_best_at_cost']:.2f} ({p.get('frontier_arm', '')}) | {p['margin']:+.2f} | "
+                         f"{std} | {pval} | {p.get('call', 'n/a')} |")
         verdict = curve["beats_whole_curve"]
-        lines += ["", "Beats LoRA's whole curve: " + (f"**{verdict}**" if verdict is not None else
-                                                      "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")]
+        lines += ["", "Beats LoRA's whole curve (every margin >= 0): " + (
+            f"**{verdict}**" if verdict is not None else "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")
+            + f"; paired calls: {curve.get('wins', 0)} win(s), {curve.get('ties', 0)} tie(s), "
+            f"{curve.get('losses', 0)} loss(es)."]
     return "\n".join(lines) + "\n"
 
 

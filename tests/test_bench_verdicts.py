@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import sys
 from pathlib import Path
@@ -72,6 +73,35 @@ def test_curve_verdict_needs_a_point_at_every_rank_and_no_negative_margin(bench)
     assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is False
     del arms["strato_knapsack_b2.0"]
     assert bench.curve_verdict(arms, bench.higher_bar(arms))["beats_whole_curve"] is None
+
+
+def test_curve_points_pair_seeds_and_call_only_significant_margins(bench):
+    """A margin the seeds agree on is a win or a loss (paired t-test p < 0.05); one that flips sign across seeds is
+    a tie, however large its mean; against the frontier arm that is best at the point's cost."""
+    def seeded(scores: list[float], params: int) -> dict:
+        return {"mean": sum(scores) / len(scores), "params": params, "wall_seconds": 100.0,
+                "seed_scores": dict(zip((42, 43, 44), scores))}
+
+    arms = {f"lora_all_r{r}": seeded([70.0, 71.0, 72.0], r * R1) for r in (1, 2, 4, 8, 16)}
+    arms["lora_all_r8"] = seeded([71.0, 72.0, 73.0], 8 * R1)  # the best at 1x and 2x
+    arms["strato_knapsack_b0.125"] = seeded([70.5, 71.6, 72.4], R1)    # +0.5 on every seed: win
+    arms["strato_knapsack_b0.25"] = seeded([72.0, 69.5, 73.0], 2 * R1)  # +0.5 mean, seeds disagree: tie
+    arms["strato_knapsack_b0.5"] = seeded([70.0, 71.0, 72.0], 4 * R1)   # identical runs: tie, p undefined
+    arms["strato_knapsack_b1.0"] = seeded([70.6, 71.5, 72.6], 8 * R1)   # -0.43 on every seed vs r8: loss
+    arms["strato_knapsack_b2.0"] = seeded([71.0, 72.0, 73.1], 16 * R1)
+    curve = bench.curve_verdict(arms, bench.higher_bar(arms))
+    points = curve["points"]
+    assert [p["call"] for p in points.values()] == ["win", "tie", "tie", "loss", "tie"]
+    assert points[0.125]["p_value"] < 0.05 and points[0.25]["p_value"] > 0.5
+    assert points[0.5]["p_value"] is None and "zero variance" in points[0.5]["p_note"]
+    assert points[1.0]["frontier_arm"] == points[2.0]["frontier_arm"] == "lora_all_r8"
+    assert points[0.25]["paired_gain_std"] == pytest.approx(math.sqrt(3.25))  # diffs +2, -1.5, +1
+    assert (curve["wins"], curve["ties"], curve["losses"]) == (1, 3, 1)
+    assert curve["beats_whole_curve"] is False  # the point-estimate bar still counts the 1x margin
+    assert "| 1 | 8,000 | 71.57 | 72.00 (lora_all_r8) | -0.43 |" in bench.markdown("tweets", {
+        "arms": arms | {n: {**a, "n": 3, "std": 1.0, "sampling_error": 0.5, "adapter_flops": 0,
+                            "peak_memory_bytes": 1, "original_criteria": {}} for n, a in arms.items()},
+        "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
 
 
 def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(bench, tmp_path):
