@@ -167,6 +167,9 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
                                          "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
     out["strato_knapsack_b0.125_probes"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
                                             "strato": {"max_probes": 3}}
+    # the one budget where tweets' map gate opens: how much of the map's pick is the scheduler's
+    out["strato_knapsack_b0.125_nosched"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
+                                             "strato": {"scheduler": False}}
     # the gate open at 0.5x, the map trusted without probes: its own pick (gradient value: rank where the gradient is
     # large), and valued by each module's share of its own spectrum (map_value: share: rank where it is spread)
     out["strato_knapsack_b0.5_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
