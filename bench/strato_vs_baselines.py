@@ -421,8 +421,9 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
     """STRATO (knapsack) against LoRA's whole curve: at each budget that has runs, its score minus the best LoRA
     frontier score at no more params; ``beats_whole_curve`` when every such point is >= 0 (None until there is a
     point at each frontier rank's params: 0.125x ... 2x). Each point also pairs the two arms seed by seed (a STRATO
-    run and a LoRA run of one seed share their random draws, see training/seed.py ``preserved_rng``): the paired
-    t-test's p and a ``call``: win / loss where p < SIGNIFICANCE, else tie (the margin is within seed noise)."""
+    run and a LoRA run of one seed share the head's init and the data order, and every draw where STRATO trains
+    that LoRA's shapes: training/seed.py ``preserved_rng``): the paired t-test's p and a ``call``: win / loss where
+    p < SIGNIFICANCE, else tie (the margin is within seed noise)."""
     from strato_peft.experiments.stats import paired_comparison
 
     points = {}
@@ -491,9 +492,10 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
     curve = summary.get("curve") or {}
     if curve.get("points"):
         lines += ["", "STRATO (knapsack) along LoRA's curve: score minus the best LoRA all-linear rank at no more "
-                  "params; paired by seed (the two runs of a seed share their random draws): the seed std of the "
-                  f"per-seed differences, the paired t-test's p, and the call (win / loss at p < {SIGNIFICANCE}, "
-                  "else tie):", "",
+                  "params; paired by seed (the two runs of a seed share the head's init and the data order, and "
+                  "every random draw where STRATO trains that LoRA's shapes): the seed std of the per-seed "
+                  f"differences, the paired t-test's p, and the call (win / loss at p < {SIGNIFICANCE}, else tie):",
+                  "",
                   "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin | paired std | p | call |",
                   "|---|---|---|---|---|---|---|---|"]
         for budget, p in curve["points"].items():
