@@ -441,7 +441,7 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
             "frontier_best_at_cost": v["frontier_best_at_cost"], "frontier_arm": frontier, "margin": margin,
             "paired_seeds": paired.n, "paired_gain_std": _paired_std(arms_[name], arms_[frontier]),
             "p_value": paired.p_value, "p_note": paired.p_note,
-            "call": ("win" if margin > 0 else "loss") if significant else "tie"}
+            "call": ("win" if paired.mean_gain > 0 else "loss") if significant else "tie"}
     ordered = dict(sorted(points.items()))
     complete = {0.5, *CURVE_BUDGETS} <= set(ordered)  # a point at each frontier rank's params (r1 ... r16)
     calls = [p["call"] for p in ordered.values()]
@@ -452,12 +452,10 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
 
 def _paired_std(a: dict[str, Any], b: dict[str, Any]) -> Optional[float]:
     """Seed std of the per-seed differences a - b (None with fewer than two shared seeds)."""
+    from strato_peft.experiments.stats import summarize as seed_stats
+
     seeds = sorted(set(a.get("seed_scores") or {}) & set(b.get("seed_scores") or {}))
-    if len(seeds) < 2:
-        return None
-    diffs = [a["seed_scores"][s] - b["seed_scores"][s] for s in seeds]
-    mean = sum(diffs) / len(diffs)
-    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    return seed_stats([a["seed_scores"][s] - b["seed_scores"][s] for s in seeds]).std if len(seeds) > 1 else None
 
 
 def markdown(task: str, summary: dict[str, Any]) -> str:
