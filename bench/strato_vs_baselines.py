@@ -167,9 +167,11 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
                                          "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
     out["strato_knapsack_b0.125_probes"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
                                             "strato": {"max_probes": 3}}
-    # the one budget where tweets' map gate opens: how much of the map's pick is the scheduler's
-    out["strato_knapsack_b0.125_nosched"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
-                                             "strato": {"scheduler": False}}
+    # the scheduler's worth at every curve budget: the same allocation trained without it (where the map gate stays
+    # closed this is LoRA at the budget's uniform rank, same seed draw; at 0.125x it is the map's pick)
+    for budget in (*CURVE_BUDGETS, 0.5, 0.7):
+        out[f"strato_knapsack_b{budget}_nosched"] = {"method": "strato", "solver": "knapsack", "budget": budget,
+                                                     "strato": {"scheduler": False}}
     # the gate open at 0.5x, the map trusted without probes: its own pick (gradient value: rank where the gradient is
     # large), and valued by each module's share of its own spectrum (map_value: share: rank where it is spread)
     out["strato_knapsack_b0.5_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
