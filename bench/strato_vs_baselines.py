@@ -330,6 +330,7 @@ def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
         }
     summary["verdicts"] = higher_bar(summary["arms"])
     summary["curve"] = curve_verdict(summary["arms"], summary["verdicts"])
+    summary["scheduler"] = scheduler_worth(summary["arms"])
     summary["comparison"] = {k: comparison[k] for k in ("metric", "baseline", "thresholds", "run_counts")}
     return summary
 
@@ -435,21 +436,53 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
             continue
         margin = arms_[name]["mean"] - v["frontier_best_at_cost"]
         frontier = v["frontier_arm_at_cost"]
-        paired = paired_comparison(arms_[name].get("seed_scores") or {},
-                                   arms_[frontier].get("seed_scores") or {}, higher_is_better=True)
-        significant = paired.p_value is not None and paired.p_value < SIGNIFICANCE
         points[float(match.group(1))] = {
             "arm": name, "params": arms_[name]["params"], "score": arms_[name]["mean"],
             "frontier_best_at_cost": v["frontier_best_at_cost"], "frontier_arm": frontier, "margin": margin,
-            "paired_seeds": paired.n, "paired_gain_std": _paired_std(arms_[name], arms_[frontier]),
-            "p_value": paired.p_value, "p_note": paired.p_note,
-            "call": ("win" if paired.mean_gain > 0 else "loss") if significant else "tie"}
+            **_paired_call(arms_[name], arms_[frontier])}
     ordered = dict(sorted(points.items()))
     complete = {0.5, *CURVE_BUDGETS} <= set(ordered)  # a point at each frontier rank's params (r1 ... r16)
     calls = [p["call"] for p in ordered.values()]
     return {"points": ordered,
             "beats_whole_curve": all(p["margin"] >= 0 for p in ordered.values()) if complete else None,
             "wins": calls.count("win"), "ties": calls.count("tie"), "losses": calls.count("loss")}
+
+
+def scheduler_worth(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rank scheduler's worth at each budget run both ways: ``strato_knapsack_b<B>`` minus
+    ``strato_knapsack_b<B>_nosched``, paired by seed (the same allocation and the same draws, so a difference is the
+    scheduler's), with the paired p and call per budget; ``pooled`` pairs every (budget, seed) at once."""
+    from strato_peft.experiments.stats import paired_comparison
+
+    points = {}
+    for name, a in arms_.items():
+        match = re.fullmatch(r"strato_knapsack_b([0-9.]+)", name)
+        off = arms_.get(f"{name}_nosched")
+        seeds = sorted(set(a.get("seed_scores") or {}) & set((off or {}).get("seed_scores") or {}))
+        if match and seeds:  # the means over the paired seeds only, so that with - without is the paired gain
+            points[float(match.group(1))] = {"with": sum(a["seed_scores"][s] for s in seeds) / len(seeds),
+                                             "without": sum(off["seed_scores"][s] for s in seeds) / len(seeds),
+                                             **_paired_call(a, off)}
+    on = {(b, s): v for b in points for s, v in arms_[f"strato_knapsack_b{b:g}"]["seed_scores"].items()}
+    off = {(b, s): v for b in points for s, v in arms_[f"strato_knapsack_b{b:g}_nosched"]["seed_scores"].items()}
+    keys = sorted(set(on) & set(off))
+    pooled = paired_comparison({i: on[k] for i, k in enumerate(keys)}, {i: off[k] for i, k in enumerate(keys)},
+                               higher_is_better=True) if keys else None
+    return {"points": dict(sorted(points.items())),
+            "pooled": None if pooled is None else {"pairs": pooled.n, "mean_gain": pooled.mean_gain,
+                                                   "p_value": pooled.p_value, "p_note": pooled.p_note}}
+
+
+def _paired_call(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Arm a against arm b seed by seed: mean gain, seed std of the gains, paired t p, and the call (win / loss at
+    p < SIGNIFICANCE by the gain's sign, else tie)."""
+    from strato_peft.experiments.stats import paired_comparison
+
+    paired = paired_comparison(a.get("seed_scores") or {}, b.get("seed_scores") or {}, higher_is_better=True)
+    significant = paired.p_value is not None and paired.p_value < SIGNIFICANCE
+    return {"paired_seeds": paired.n, "paired_gain": paired.mean_gain, "paired_gain_std": _paired_std(a, b),
+            "p_value": paired.p_value, "p_note": paired.p_note,
+            "call": ("win" if paired.mean_gain > 0 else "loss") if significant else "tie"}
 
 
 def _paired_std(a: dict[str, Any], b: dict[str, Any]) -> Optional[float]:
@@ -509,6 +542,21 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             f"**{verdict}**" if verdict is not None else "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")
             + f"; paired calls: {curve.get('wins', 0)} win(s), {curve.get('ties', 0)} tie(s), "
             f"{curve.get('losses', 0)} loss(es)."]
+    sched = summary.get("scheduler") or {}
+    if sched.get("points"):
+        lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it "
+                  "(`_nosched`), paired by seed (the same draws: the difference is the scheduler's):", "",
+                  "| budget (x LoRA r8 params) | with | without | gain | seeds | paired std | p | call |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for budget, p in sched["points"].items():
+            std = "n/a" if p.get("paired_gain_std") is None else f"{p['paired_gain_std']:.2f}"
+            pval = "n/a" if p.get("p_value") is None else f"{p['p_value']:.3f}"
+            lines.append(f"| {budget:g} | {p['with']:.2f} | {p['without']:.2f} | {p['paired_gain']:+.2f} | "
+                         f"{p['paired_seeds']} | {std} | {pval} | {p['call']} |")
+        pooled = sched["pooled"]
+        pval = "n/a" if pooled["p_value"] is None else f"{pooled['p_value']:.3f}"
+        lines += ["", f"Pooled over every (budget, seed) pair: {pooled['pairs']} pairs, mean gain "
+                  f"{pooled['mean_gain']:+.2f}, paired t p = {pval}."]
     return "\n".join(lines) + "\n"
 
 

@@ -104,6 +104,32 @@ def test_curve_points_pair_seeds_and_call_only_significant_margins(bench):
         "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
 
 
+def test_scheduler_worth_pairs_each_budget_with_its_no_scheduler_twin_and_pools_the_pairs(bench):
+    """With vs without the scheduler at each budget that has both arms, paired by seed; budgets with one of the two,
+    and other STRATO arms (ablations), are left out; the pooled test pairs every (budget, seed)."""
+    def seeded(scores: dict[int, float]) -> dict:
+        return {"mean": sum(scores.values()) / len(scores), "params": R1, "seed_scores": scores}
+
+    arms = {"strato_knapsack_b0.125": seeded({42: 74.0, 43: 75.0, 44: 76.0}),
+            "strato_knapsack_b0.125_nosched": seeded({42: 74.5, 43: 75.4, 44: 76.6}),  # -0.5 / -0.4 / -0.6: loss
+            "strato_knapsack_b0.5": seeded({42: 75.0, 43: 76.0, 44: 75.5, 45: 80.0}),
+            "strato_knapsack_b0.5_nosched": seeded({42: 75.5, 43: 75.0, 44: 75.5}),   # -0.5 / +1 / 0: tie
+            "strato_knapsack_b1.0": seeded({42: 75.0, 43: 76.0}),                    # no twin: left out
+            "strato_knapsack_b0.5_mappick": seeded({42: 70.0, 43: 70.0})}
+    worth = bench.scheduler_worth(arms)
+    assert list(worth["points"]) == [0.125, 0.5]
+    low, half = worth["points"][0.125], worth["points"][0.5]
+    assert low["call"] == "loss" and low["paired_gain"] == pytest.approx(-0.5) and low["p_value"] < 0.05
+    assert half["call"] == "tie" and half["paired_seeds"] == 3 and half["paired_gain"] == pytest.approx(1 / 6)
+    assert half["with"] - half["without"] == pytest.approx(1 / 6)  # means over the paired seeds (not seed 45's 80)
+    assert worth["pooled"]["pairs"] == 6 and worth["pooled"]["mean_gain"] == pytest.approx((-1.5 + 0.5) / 6)
+    text = bench.markdown("tweets", {"arms": {}, "verdicts": {}, "scheduler": worth,
+                                     "comparison": {"baseline": "lora_all_r8"}})
+    assert "| 0.125 | 75.00 | 75.50 | -0.50 | 3 |" in text and "6 pairs, mean gain -0.17" in text
+    assert bench.scheduler_worth({"strato_knapsack_b0.5": arms["strato_knapsack_b0.5"]}) == {"points": {},
+                                                                                               "pooled": None}
+
+
 def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(bench, tmp_path):
     """Without LoRA r8 runs, compare's baseline (the original criteria) and the wall-time reference are both the
     highest frontier rank present, not whichever arm compare would pick by default (here r1, sorting first)."""
