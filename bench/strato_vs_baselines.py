@@ -153,31 +153,37 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # about LoRA's whole score-versus-params curve, not one point of it
     for budget in CURVE_BUDGETS:
         out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
-    # ablations at 0.5x: where a STRATO gain comes from (no search: uniform ranks; the gradient-aligned start, the
-    # default until 2026-11-24; no scheduler either: the budget's uniform rank with rsLoRA scaling, i.e. LoRA)
-    out["strato_uniform_b0.5"] = {"method": "strato", "solver": "uniform", "budget": 0.5}
-    out["strato_uniform_b0.125"] = {"method": "strato", "solver": "uniform", "budget": 0.125}  # where tweets searches
+    # ablations: where a STRATO gain comes from. Each pins the scheduler (and any other default that has changed
+    # since its runs) as it ran, so that its runs stay its own (config_drift): no search (uniform ranks); the
+    # gradient-aligned start (the default until b682530, with probes then: max_probes 3); the budget's uniform rank
+    # without the scheduler (rsLoRA scaling, i.e. LoRA of that rank and seed)
+    sched = {"scheduler": True}
+    out["strato_uniform_b0.5"] = {"method": "strato", "solver": "uniform", "budget": 0.5, "strato": sched}
+    out["strato_uniform_b0.125"] = {"method": "strato", "solver": "uniform", "budget": 0.125,  # where tweets searches
+                                    "strato": sched}
     out["strato_knapsack_b0.5_gradient"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
-                                            "strato": {"init": "gradient"}}
+                                            "strato": {"init": "gradient", "max_probes": 3, **sched}}
     out["strato_uniform_b0.5_nosched"] = {"method": "strato", "solver": "uniform", "budget": 0.5,
                                           "strato": {"scheduler": False}}
     # at 0.125x with the gradient start (rank 1 everywhere is below init_min_rank, where it applies nowhere): rank 2
     # on the modules the map values most per cost; and the search with probes choosing (the default before baca233)
     out["strato_knapsack_b0.125_top"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
-                                         "strato": {"init": "gradient", "low_budget_fill": "top_modules"}}
+                                         "strato": {"init": "gradient", "low_budget_fill": "top_modules", **sched}}
     out["strato_knapsack_b0.125_probes"] = {"method": "strato", "solver": "knapsack", "budget": 0.125,
-                                            "strato": {"max_probes": 3}}
-    # the scheduler's worth at every curve budget: the same allocation trained without it (where the map gate stays
-    # closed this is LoRA at the budget's uniform rank, same seed draw; at 0.125x it is the map's pick)
+                                            "strato": {"max_probes": 3, **sched}}
+    # the scheduler's worth at every curve budget: the same allocation trained with and without it (where the map
+    # gate stays closed, without it is LoRA at the budget's uniform rank, same seed draw; at 0.125x the map's pick)
     for budget in (*CURVE_BUDGETS, 0.5, 0.7):
-        out[f"strato_knapsack_b{budget}_nosched"] = {"method": "strato", "solver": "knapsack", "budget": budget,
-                                                     "strato": {"scheduler": False}}
+        for suffix, on in (("_sched", True), ("_nosched", False)):
+            out[f"strato_knapsack_b{budget}{suffix}"] = {"method": "strato", "solver": "knapsack", "budget": budget,
+                                                         "strato": {"scheduler": on}}
     # the gate open at 0.5x, the map trusted without probes: its own pick (gradient value: rank where the gradient is
     # large), and valued by each module's share of its own spectrum (map_value: share: rank where it is spread)
     out["strato_knapsack_b0.5_mappick"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
-                                           "strato": {"min_map_gain": 0.0, "max_probes": 0}}
+                                           "strato": {"min_map_gain": 0.0, "max_probes": 0, **sched}}
     out["strato_knapsack_b0.5_share"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
-                                         "strato": {"map_value": "share", "min_map_gain": 0.0, "max_probes": 0}}
+                                         "strato": {"map_value": "share", "min_map_gain": 0.0, "max_probes": 0,
+                                                    **sched}}
     return out
 
 
@@ -229,14 +235,43 @@ def arm_config(task: str, arm: str, peft: dict[str, Any], seed: int, runs_dir: P
     return validate_config(data)
 
 
-def trained_learning_rate(run_dir: Path) -> Optional[float]:
-    """The learning rate a finished run was trained at (from its config_used.yaml); None if unreadable."""
+def trained_setting(run_dir: Path, key: str) -> Any:
+    """A setting a finished run was trained with (dotted ``key`` in its config_used.yaml); None if unreadable."""
     import yaml
 
     try:
-        return float(yaml.safe_load((run_dir / "config_used.yaml").read_text())["training"]["learning_rate"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        value = yaml.safe_load((run_dir / "config_used.yaml").read_text())
+        for part in key.split("."):
+            value = value[part]
+        return value
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
         return None
+
+
+DRIFT_IGNORED = ("logging.", "device_info.")  # where a run writes and what it reports: not what it trained
+
+
+def config_drift(run_dir: Path, cfg: Any) -> list[str]:
+    """The settings a finished run was trained with that differ from ``cfg`` (its config_used.yaml against the
+    config this benchmark builds now, e.g. after a default changed), as ``key: was -> now``; settings the run's
+    config predates are not compared. An unreadable config_used.yaml is one line saying so."""
+    import yaml
+
+    try:
+        used = yaml.safe_load((run_dir / "config_used.yaml").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return [f"config_used.yaml unreadable ({exc})"]
+    was, now = _flat(used if isinstance(used, dict) else {}), _flat(cfg.to_yaml_dict())
+    ignored = DRIFT_IGNORED + (() if cfg.peft.method == "strato" else ("peft.strato.",))  # unused by other methods
+    return [f"{k}: {was[k]!r} -> {now[k]!r}" for k in sorted(set(was) & set(now))
+            if not k.startswith(ignored) and was[k] != now[k]]
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
 
 
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
@@ -244,8 +279,8 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
              lr_protocol: str = "tuned") -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
     each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own. A complete run
-    trained at another lr than this benchmark asks (e.g. under the other lr protocol) is an error for that arm,
-    never counted as this one's."""
+    trained with other settings than this benchmark asks (another lr protocol, a default changed since) is an
+    error for that arm, never counted as this one's."""
     import subprocess
 
     from strato_peft.outputs import RunDirectory, run_dir_for
@@ -258,10 +293,10 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
             cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate, lr_protocol)
             run = RunDirectory(run_dir_for(cfg))
             if run.is_complete():
-                trained, wanted = trained_learning_rate(run.final), cfg.training.learning_rate
-                if trained is not None and not math.isclose(trained, wanted):
-                    error = (f"{run.final} was trained at lr {trained:g}, this benchmark trains {arm} at "
-                             f"{wanted:g} (--lr-protocol {lr_protocol}); give another --runs-dir")
+                drift = config_drift(run.final, cfg)
+                if drift:
+                    error = (f"{run.final} was trained with other settings than this benchmark's {arm} "
+                             f"(--lr-protocol {lr_protocol}): {'; '.join(drift)}; give another --runs-dir")
                     log.append({"arm": arm, "seed": seed, "status": "failed", "error": error})
                     print(f"[fail] {arm} seed {seed}: {error}", flush=True)
                 else:
@@ -312,14 +347,19 @@ def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
         runs = [r for r in comparison["runs"] if r["configuration"] == name and r["status"] == "complete"
                 and spec["metric"] in r["metrics"]]
         n_eval = _held_out_size(run_folder(comparison, runs[0])) if runs else None
+
+        def settings(key: str, runs: list = runs) -> list[Any]:
+            return [trained_setting(run_folder(comparison, r), key) for r in runs]
         own_peak = all(r["peak_memory_scoped"] for r in runs)  # older runs shared a process with earlier arms
         mean = row["mean"]
         summary["arms"][name] = {
             "n": row["n"], "mean": None if mean is None else mean * scale,
             "std": None if row["std"] is None else row["std"] * scale,
             "seed_scores": {r["seed"]: r["metrics"][spec["metric"]] * scale for r in runs},
-            "learning_rates": sorted({lr for lr in (trained_learning_rate(run_folder(comparison, r)) for r in runs)
-                                      if lr is not None}),
+            "learning_rates": sorted({float(lr) for lr in settings("training.learning_rate") if lr is not None}),
+            # whether the rank scheduler ran (STRATO arms; its default changed, so it is read from each run)
+            "scheduler": sorted({v for v in settings("peft.strato.scheduler") if v is not None})
+            if name.startswith("strato_") else [],
             "held_out_examples": n_eval,
             "sampling_error": None if mean is None or not n_eval else
             scale * math.sqrt(mean * (1 - mean) / n_eval),
@@ -449,26 +489,33 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
 
 
 def scheduler_worth(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The rank scheduler's worth at each budget run both ways: ``strato_knapsack_b<B>`` minus
-    ``strato_knapsack_b<B>_nosched``, paired by seed (the same allocation and the same draws, so a difference is the
-    scheduler's), with the paired p and call per budget; ``pooled`` pairs every (budget, seed) at once."""
+    """The rank scheduler's worth at each budget run both ways: the STRATO knapsack arm of that budget whose runs
+    had the scheduler on (``strato_knapsack_b<B>`` or ``_sched``) minus the one whose runs had it off (``_nosched``
+    or the plain name), by each run's recorded setting; paired by seed (the same allocation and draws, so a
+    difference is the scheduler's), with the paired p and call per budget; ``pooled`` pairs every (budget, seed)."""
     from strato_peft.experiments.stats import paired_comparison
 
-    points = {}
-    for name, a in arms_.items():
-        match = re.fullmatch(r"strato_knapsack_b([0-9.]+)", name)
-        off = arms_.get(f"{name}_nosched")
-        seeds = sorted(set(a.get("seed_scores") or {}) & set((off or {}).get("seed_scores") or {}))
-        if match and seeds:  # the means over the paired seeds only, so that with - without is the paired gain
-            points[float(match.group(1))] = {"with": sum(a["seed_scores"][s] for s in seeds) / len(seeds),
-                                             "without": sum(off["seed_scores"][s] for s in seeds) / len(seeds),
-                                             **_paired_call(a, off)}
-    on = {(b, s): v for b in points for s, v in arms_[f"strato_knapsack_b{b:g}"]["seed_scores"].items()}
-    off = {(b, s): v for b in points for s, v in arms_[f"strato_knapsack_b{b:g}_nosched"]["seed_scores"].items()}
-    keys = sorted(set(on) & set(off))
-    pooled = paired_comparison({i: on[k] for i, k in enumerate(keys)}, {i: off[k] for i, k in enumerate(keys)},
-                               higher_is_better=True) if keys else None
-    return {"points": dict(sorted(points.items())),
+    by_budget: dict[float, dict[bool, str]] = {}
+    for name, a in sorted(arms_.items()):  # the plain name sorts first: a suffixed arm of the same setting wins
+        match = re.fullmatch(r"strato_knapsack_b([0-9.]+)(_sched|_nosched)?", name)
+        if match and len(a.get("scheduler") or []) == 1 and a.get("seed_scores"):
+            by_budget.setdefault(float(match.group(1)), {})[a["scheduler"][0]] = name
+    points, on, off = {}, {}, {}
+    for budget, names in sorted(by_budget.items()):
+        if True not in names or False not in names:
+            continue
+        a, b = arms_[names[True]], arms_[names[False]]
+        seeds = sorted(set(a["seed_scores"]) & set(b["seed_scores"]))
+        if not seeds:
+            continue
+        # the means over the paired seeds only, so that with - without is the paired gain
+        points[budget] = {"with_arm": names[True], "without_arm": names[False],
+                          "with": sum(a["seed_scores"][s] for s in seeds) / len(seeds),
+                          "without": sum(b["seed_scores"][s] for s in seeds) / len(seeds), **_paired_call(a, b)}
+        on.update({len(on) + i: a["seed_scores"][s] for i, s in enumerate(seeds)})
+        off.update({len(off) + i: b["seed_scores"][s] for i, s in enumerate(seeds)})
+    pooled = paired_comparison(on, off, higher_is_better=True) if on else None
+    return {"points": points,
             "pooled": None if pooled is None else {"pairs": pooled.n, "mean_gain": pooled.mean_gain,
                                                    "p_value": pooled.p_value, "p_note": pooled.p_note}}
 
@@ -544,8 +591,9 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             f"{curve.get('losses', 0)} loss(es)."]
     sched = summary.get("scheduler") or {}
     if sched.get("points"):
-        lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it "
-                  "(`_nosched`), paired by seed (the same draws: the difference is the scheduler's):", "",
+        lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it (each arm's "
+                  "runs' recorded `scheduler` setting), paired by seed (the same draws: the difference is the "
+                  "scheduler's):", "",
                   "| budget (x LoRA r8 params) | with | without | gain | seeds | paired std | p | call |",
                   "|---|---|---|---|---|---|---|---|"]
         for budget, p in sched["points"].items():

@@ -104,21 +104,27 @@ def test_curve_points_pair_seeds_and_call_only_significant_margins(bench):
         "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
 
 
-def test_scheduler_worth_pairs_each_budget_with_its_no_scheduler_twin_and_pools_the_pairs(bench):
-    """With vs without the scheduler at each budget that has both arms, paired by seed; budgets with one of the two,
-    and other STRATO arms (ablations), are left out; the pooled test pairs every (budget, seed)."""
-    def seeded(scores: dict[int, float]) -> dict:
-        return {"mean": sum(scores.values()) / len(scores), "params": R1, "seed_scores": scores}
+def test_scheduler_worth_pairs_each_budget_by_the_runs_recorded_scheduler_and_pools_the_pairs(bench):
+    """With vs without the scheduler at each budget that has both, by the setting the runs recorded (the plain arm
+    was the scheduled one before the default changed, the unscheduled one after), paired by seed; budgets with one
+    of the two, arms of mixed settings and other STRATO arms (ablations) are left out; pooled over (budget, seed)."""
+    def seeded(scores: dict[int, float], scheduler: list[bool]) -> dict:
+        return {"mean": sum(scores.values()) / len(scores), "params": R1, "seed_scores": scores,
+                "scheduler": scheduler}
 
-    arms = {"strato_knapsack_b0.125": seeded({42: 74.0, 43: 75.0, 44: 76.0}),
-            "strato_knapsack_b0.125_nosched": seeded({42: 74.5, 43: 75.4, 44: 76.6}),  # -0.5 / -0.4 / -0.6: loss
-            "strato_knapsack_b0.5": seeded({42: 75.0, 43: 76.0, 44: 75.5, 45: 80.0}),
-            "strato_knapsack_b0.5_nosched": seeded({42: 75.5, 43: 75.0, 44: 75.5}),   # -0.5 / +1 / 0: tie
-            "strato_knapsack_b1.0": seeded({42: 75.0, 43: 76.0}),                    # no twin: left out
-            "strato_knapsack_b0.5_mappick": seeded({42: 70.0, 43: 70.0})}
+    arms = {"strato_knapsack_b0.125": seeded({42: 74.0, 43: 75.0, 44: 76.0}, [True]),  # the old default: on
+            "strato_knapsack_b0.125_nosched": seeded({42: 74.5, 43: 75.4, 44: 76.6}, [False]),  # -0.5/-0.4/-0.6
+            "strato_knapsack_b0.5_sched": seeded({42: 75.0, 43: 76.0, 44: 75.5, 45: 80.0}, [True]),
+            "strato_knapsack_b0.5": seeded({42: 75.5, 43: 75.0, 44: 75.5}, [False]),  # the new default: off
+            "strato_knapsack_b1.0": seeded({42: 75.0, 43: 76.0}, [True]),             # no twin: left out
+            "strato_knapsack_b2.0": seeded({42: 75.0, 43: 76.0}, [False, True]),      # mixed: left out
+            "strato_knapsack_b2.0_nosched": seeded({42: 75.0, 43: 76.0}, [False]),
+            "strato_knapsack_b0.5_mappick": seeded({42: 70.0, 43: 70.0}, [False])}
     worth = bench.scheduler_worth(arms)
     assert list(worth["points"]) == [0.125, 0.5]
     low, half = worth["points"][0.125], worth["points"][0.5]
+    assert (low["with_arm"], low["without_arm"]) == ("strato_knapsack_b0.125", "strato_knapsack_b0.125_nosched")
+    assert (half["with_arm"], half["without_arm"]) == ("strato_knapsack_b0.5_sched", "strato_knapsack_b0.5")
     assert low["call"] == "loss" and low["paired_gain"] == pytest.approx(-0.5) and low["p_value"] < 0.05
     assert half["call"] == "tie" and half["paired_seeds"] == 3 and half["paired_gain"] == pytest.approx(1 / 6)
     assert half["with"] - half["without"] == pytest.approx(1 / 6)  # means over the paired seeds (not seed 45's 80)
@@ -128,6 +134,31 @@ def test_scheduler_worth_pairs_each_budget_with_its_no_scheduler_twin_and_pools_
     assert "| 0.125 | 75.00 | 75.50 | -0.50 | 3 |" in text and "6 pairs, mean gain -0.17" in text
     assert bench.scheduler_worth({"strato_knapsack_b0.5": arms["strato_knapsack_b0.5"]}) == {"points": {},
                                                                                                "pooled": None}
+
+
+def test_a_complete_run_trained_with_other_settings_is_named_not_reused(bench, tmp_path):
+    """The benchmark skips a complete run only if it was trained as the arm is now defined: a changed default (the
+    scheduler), another lr, are named; where it writes is not a setting, nor STRATO's section for a LoRA arm."""
+    import yaml
+
+    table = bench.arms("tweets")
+    old = bench.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
+                           tmp_path / "a")
+    (tmp_path / "config_used.yaml").write_text(yaml.safe_dump(old.to_yaml_dict()))
+    now = bench.arm_config("tweets", "strato_knapsack_b0.5_nosched", table["strato_knapsack_b0.5_nosched"], 42,
+                           tmp_path / "b")  # another output folder and run name too
+    assert bench.config_drift(tmp_path, now) == ["peft.strato.scheduler: True -> False"]
+    assert bench.config_drift(tmp_path, old) == []
+    again = bench.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
+                             tmp_path, learning_rate=5e-3)
+    assert bench.config_drift(tmp_path, again) == ["training.learning_rate: 0.002 -> 0.005"]
+    lora = bench.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path)
+    used = lora.to_yaml_dict()
+    used["peft"]["strato"]["max_probes"] = 3  # an old STRATO default in a LoRA run's config: not LoRA's setting
+    (tmp_path / "config_used.yaml").write_text(yaml.safe_dump(used))
+    assert bench.config_drift(tmp_path, lora) == []
+    (tmp_path / "config_used.yaml").write_text("seed: [")
+    assert bench.config_drift(tmp_path, lora)[0].startswith("config_used.yaml unreadable")
 
 
 def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(bench, tmp_path):
@@ -218,7 +249,7 @@ def test_tuned_protocol_trains_each_arm_at_its_validation_lr_under_its_plain_nam
 
 def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, tmp_path, capsys):
     """A folder of runs made under the shared lr cannot pass for tuned runs of the same name: the arm fails with a
-    message naming the run and both lrs, nothing is trained, and a run at the right lr is skipped as complete."""
+    message naming the arm and both lrs, nothing is trained, and a run at the right lr is skipped as complete."""
     from strato_peft.outputs import COMPLETE_MARKER, run_dir_for
 
     table = bench.arms("tweets")
@@ -230,14 +261,16 @@ def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, tmp_path, ca
         (final / COMPLETE_MARKER).write_text("")
         (final / "config_used.yaml").write_text(f"training:\n  learning_rate: {5e-4}\n")
     log = bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "tuned")
-    assert log[0]["status"] == "failed" and "trained at lr 0.0005" in log[0]["error"]
-    assert f"at {bench.arm_learning_rate('tweets', 'lora_all_r4'):g}" in log[0]["error"]
+    assert log[0]["status"] == "failed" and str(final) in log[0]["error"]  # the run named
+    wanted = bench.arm_learning_rate("tweets", "lora_all_r4")
+    assert f"training.learning_rate: 0.0005 -> {wanted}" in log[0]["error"] and "lora_all_r4" in log[0]["error"]
     assert bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "shared", lr_protocol="shared") == []
     assert "[skip] lora_all_r4 seed 42: complete" in capsys.readouterr().out
 
 
-def test_summary_reports_each_arms_learning_rates(bench, tmp_path):
-    """The lr column comes from the runs' own configs, so a summary of a mixed folder shows it."""
+def test_summary_reports_each_arms_learning_rates_and_scheduler(bench, tmp_path):
+    """The lr column and whether the scheduler ran come from the runs' own configs, so a summary of a mixed folder
+    shows them (the scheduler's default changed: the arm's name does not say)."""
     from test_compare import write_config
 
     write_config(tmp_path, "lora_all_r4", [0.72, 0.71], trainable=4 * R1)
@@ -245,8 +278,12 @@ def test_summary_reports_each_arms_learning_rates(bench, tmp_path):
     for seed, lr in ((42, 2e-3), (43, 1e-3)):
         (tmp_path / "m" / "t" / f"lora_all_r4_seed{seed}" / "config_used.yaml").write_text(
             f"training:\n  learning_rate: {lr}\n")
+    (tmp_path / "m" / "t" / "strato_knapsack_b0.5_seed42" / "config_used.yaml").write_text(
+        "peft:\n  strato:\n    scheduler: false\n")
     summary = bench.summarize("tweets", tmp_path)
     assert summary["arms"]["lora_all_r4"]["learning_rates"] == [1e-3, 2e-3]
     assert summary["arms"]["strato_knapsack_b0.5"]["learning_rates"] == []  # configs without a training section
+    assert summary["arms"]["strato_knapsack_b0.5"]["scheduler"] == [False]  # seed 43's config says nothing
+    assert summary["arms"]["lora_all_r4"]["scheduler"] == []
     table = bench.markdown("tweets", summary)
     assert "| lora_all_r4 | 2 | 0.001 / 0.002 |" in table and "| strato_knapsack_b0.5 | 2 | n/a |" in table
