@@ -149,6 +149,9 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     for solver in ("knapsack", "ppo"):
         for budget in (0.5, 0.7):
             out[f"strato_{solver}_b{budget}"] = {"method": "strato", "solver": solver, "budget": budget}
+    for budget in (0.5, 0.7):  # PPO as it ran while the scheduler was on by default
+        out[f"strato_ppo_b{budget}_sched"] = {"method": "strato", "solver": "ppo", "budget": budget,
+                                              "strato": {"scheduler": True}}
     # the rest of the curve: STRATO at every LoRA frontier rank's params (r1, r2, r8, r16), so that the claim is
     # about LoRA's whole score-versus-params curve, not one point of it
     for budget in CURVE_BUDGETS:

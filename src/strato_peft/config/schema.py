@@ -84,7 +84,7 @@ class StratoSearchConfig(_Section):
     min_map_gain: float = Field(
         0.05, ge=0.0, description="Search only if the sensitivity map values its best allocation at least this "
         "fraction above the uniform LoRA that fills the budget; below it the map cannot tell allocations apart, so "
-        "the uniform one is trained (with STRATO's start and scheduler) and no probes are spent. 0: always search. "
+        "the uniform one is trained (with STRATO's start, and the scheduler if on) and no probes are spent. 0: always search. "
         "(At map gains of 0.2% and 1.5% the search found nothing better than the uniform LoRA on validation.)")
     max_search_fraction: float = Field(
         0.15, gt=0.0, description="All probes together may use at most this fraction of the run's optimizer steps: "
@@ -108,7 +108,10 @@ class StratoSearchConfig(_Section):
         "below `init_min_rank` (so the gradient start would apply to no module): 'uniform' trains that rank on "
         "every module (LoRA's own shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the "
         "sensitivity map values most per unit of cost, as many as fit, and leaves the rest without an adapter.")
-    scheduler: bool = Field(True, description="Grow and shrink ranks during training within the budget.")
+    scheduler: bool = Field(
+        False, description="Grow and shrink ranks during training within the budget (SVD truncation, optimizer state "
+        "kept). Off by default: paired by seed on tweets validation rows (seeds 42-47, at 0.125x / 0.25x / 0.5x / 1x "
+        "of LoRA r8's params) it gained nothing at any budget (docs/strato_results.md).")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")
 
@@ -162,7 +165,7 @@ class PeftConfigSection(_Section):
     )
     solver: Optional[Literal["knapsack", "ppo", "uniform"]] = Field(
         None, description="STRATO: allocation solver (default knapsack); 'uniform' skips the search and trains the "
-        "uniform LoRA that fills the budget with STRATO's start and scheduler (an ablation).")
+        "uniform LoRA that fills the budget with STRATO's start (and the scheduler if on): an ablation.")
     strato: StratoSearchConfig = Field(default_factory=StratoSearchConfig,
                                        description="STRATO: search, probes and scheduler settings.")
 
