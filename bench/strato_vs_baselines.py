@@ -26,7 +26,11 @@ STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knap
 whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
 gradient-aligned start, strato_uniform_b0.5_nosched; strato_knapsack_b0.5_mappick and _share: the gate forced open,
 the map's pick under each map_value); alternatives at 0.125x (strato_knapsack_b0.125_top: the gradient start at rank
-2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates).
+2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates);
+the rank scheduler's worth: strato_knapsack_b<B>_sched / _nosched at every budget (the summary pairs them by seed;
+the default is off since fd6ca09, and runs made with it on under the old default are the _sched arms).
+A complete run is reused only if it was trained as its arm is defined now (config_drift): a default that changed
+since, or another lr, makes the arm fail with the differing keys named, never a silent mix.
 
 Learning rates: each arm trains at its own lr, chosen on validation rows (TUNED_LR below; `--validation N
 --learning-rate LR` runs the grid), because one shared lr favours whichever method learns fastest at it (at 5e-4
