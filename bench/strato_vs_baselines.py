@@ -586,8 +586,7 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
                   "| budget (x LoRA r8 params) | params | STRATO | best LoRA at cost | margin | paired std | p | call |",
                   "|---|---|---|---|---|---|---|---|"]
         for budget, p in curve["points"].items():
-            std = "n/a" if p.get("paired_gain_std") is None else f"{p['paired_gain_std']:.2f}"
-            pval = "n/a" if p.get("p_value") is None else f"{p['p_value']:.3f}"
+            std, pval = _paired_cells(p)
             lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | "
                          f"{p['frontier_best_at_cost']:.2f} ({p.get('frontier_arm', '')}) | {p['margin']:+.2f} | "
                          f"{std} | {pval} | {p.get('call', 'n/a')} |")
@@ -604,8 +603,7 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
                   "| budget (x LoRA r8 params) | with | without | gain | seeds | paired std | p | call |",
                   "|---|---|---|---|---|---|---|---|"]
         for budget, p in sched["points"].items():
-            std = "n/a" if p.get("paired_gain_std") is None else f"{p['paired_gain_std']:.2f}"
-            pval = "n/a" if p.get("p_value") is None else f"{p['p_value']:.3f}"
+            std, pval = _paired_cells(p)
             lines.append(f"| {budget:g} | {p['with']:.2f} | {p['without']:.2f} | {p['paired_gain']:+.2f} | "
                          f"{p['paired_seeds']} | {std} | {pval} | {p['call']} |")
         pooled = sched["pooled"]
@@ -613,6 +611,12 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
         lines += ["", f"Pooled over every (budget, seed) pair: {pooled['pairs']} pairs, mean gain "
                   f"{pooled['mean_gain']:+.2f}, paired t p = {pval}."]
     return "\n".join(lines) + "\n"
+
+
+def _paired_cells(point: dict[str, Any]) -> tuple[str, str]:
+    """A paired comparison's seed std of the gains and its p, as table cells."""
+    std, p = point.get("paired_gain_std"), point.get("p_value")
+    return ("n/a" if std is None else f"{std:.2f}"), ("n/a" if p is None else f"{p:.3f}")
 
 
 def _fmt(x: Any) -> str:
