@@ -23,7 +23,8 @@ Arms: LoRA on all linear layers at r = 1, 2, 4, 8, 16 (the frontier), LoRA q,v r
 MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA at half rank (r=4, all linear), and
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
-whether it beats LoRA's whole curve; ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
+whether it beats LoRA's whole curve, and at 0.0625x (half r1's, below the curve: it beats LoRA there if it scores as
+r1 does at twice its cost); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
 gradient-aligned start, strato_uniform_b0.5_nosched; strato_knapsack_b0.5_mappick and _share: the gate forced open,
 the map's pick under each map_value); alternatives at 0.125x (strato_knapsack_b0.125_top: the gradient start at rank
 2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates);
@@ -63,6 +64,7 @@ ROOT = Path(__file__).resolve().parent
 REFERENCE_ARM = "lora_all_r8"
 FRONTIER_RANKS = (1, 2, 4, 8, 16)
 CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r16's params
+BELOW_CURVE_BUDGET = 0.0625  # half LoRA r1's params: no all-linear LoRA is that cheap
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
@@ -160,6 +162,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # about LoRA's whole score-versus-params curve, not one point of it
     for budget in CURVE_BUDGETS:
         out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
+    # below LoRA's cheapest point (all-linear r1): half r1's params, where only a sparse allocation fits; it beats
+    # the curve there if it scores as LoRA r1 does at twice its cost
+    out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "knapsack",
+                                                    "budget": BELOW_CURVE_BUDGET}
     # ablations: where a STRATO gain comes from. Each pins the scheduler (and any other default that has changed
     # since its runs) as it ran, so that its runs stay its own (config_drift): no search (uniform ranks); the
     # gradient-aligned start (the default until b682530, with probes then: max_probes 3); the budget's uniform rank
