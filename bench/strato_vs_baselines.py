@@ -482,10 +482,19 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
     p < SIGNIFICANCE, else tie (the margin is within seed noise)."""
     from strato_peft.experiments.stats import paired_comparison
 
-    points = {}
+    points, below = {}, {}
     for name, v in verdicts.items():
         match = re.fullmatch(r"strato_knapsack_b([0-9.]+)", name)
-        if not match or v.get("frontier_best_at_cost") is None:
+        if not match:
+            continue
+        if v.get("frontier_best_at_cost") is None:  # no LoRA this cheap: against the cheapest, at its higher cost
+            cheapest = cheapest_frontier(arms_)
+            if cheapest is not None:
+                below[float(match.group(1))] = {
+                    "arm": name, "params": arms_[name]["params"], "score": arms_[name]["mean"],
+                    "frontier_arm": cheapest, "frontier_params": arms_[cheapest]["params"],
+                    "frontier_score": arms_[cheapest]["mean"],
+                    "margin": arms_[name]["mean"] - arms_[cheapest]["mean"], **_paired_call(arms_[name], arms_[cheapest])}
             continue
         margin = arms_[name]["mean"] - v["frontier_best_at_cost"]
         frontier = v["frontier_arm_at_cost"]
@@ -498,7 +507,14 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
     calls = [p["call"] for p in ordered.values()]
     return {"points": ordered,
             "beats_whole_curve": all(p["margin"] >= 0 for p in ordered.values()) if complete else None,
-            "wins": calls.count("win"), "ties": calls.count("tie"), "losses": calls.count("loss")}
+            "wins": calls.count("win"), "ties": calls.count("tie"), "losses": calls.count("loss"),
+            "below_curve": dict(sorted(below.items()))}
+
+
+def cheapest_frontier(arms_: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The LoRA all-linear arm with the fewest params among those with a score (r1 when it ran)."""
+    names = [f"lora_all_r{r}" for r in FRONTIER_RANKS if arms_.get(f"lora_all_r{r}", {}).get("mean") is not None]
+    return min(names, key=lambda n: arms_[n]["params"] or 0, default=None)
 
 
 def scheduler_worth(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -601,6 +617,16 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             f"**{verdict}**" if verdict is not None else "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")
             + f"; paired calls: {curve.get('wins', 0)} win(s), {curve.get('ties', 0)} tie(s), "
             f"{curve.get('losses', 0)} loss(es)."]
+    if curve.get("below_curve"):
+        lines += ["", "STRATO below LoRA's curve (no all-linear LoRA is this cheap): against the cheapest LoRA point, "
+                  "which costs more; a margin >= 0 is LoRA's score at a fraction of its params:", "",
+                  "| budget (x LoRA r8 params) | params | STRATO | cheapest LoRA (params) | margin | paired std | p | "
+                  "call |", "|---|---|---|---|---|---|---|---|"]
+        for budget, p in curve["below_curve"].items():
+            std, pval = _paired_cells(p)
+            lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | {p['frontier_score']:.2f} "
+                         f"({p['frontier_arm']}, {int(p['frontier_params'] or 0):,}) | {p['margin']:+.2f} | {std} | "
+                         f"{pval} | {p['call']} |")
     sched = summary.get("scheduler") or {}
     if sched.get("points"):
         lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it (each arm's "

@@ -104,6 +104,32 @@ def test_curve_points_pair_seeds_and_call_only_significant_margins(bench):
         "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
 
 
+def test_a_point_below_the_curve_is_judged_against_the_cheapest_lora_and_not_in_the_whole_curve_verdict(bench):
+    """STRATO at half r1's params has no LoRA at its cost: it is compared with r1 (twice its params), paired by
+    seed, and its loss there does not count against the whole-curve verdict (LoRA has no point there)."""
+    def seeded(scores: list[float], params: int) -> dict:
+        return {"mean": sum(scores) / len(scores), "params": params, "wall_seconds": 100.0,
+                "seed_scores": dict(zip((42, 43, 44), scores))}
+
+    arms = {f"lora_all_r{r}": seeded([70.0 + r / 10, 71.0 + r / 10, 72.0 + r / 10], r * R1) for r in (1, 2, 4, 8, 16)}
+    for b, r in {0.125: 1, 0.25: 2, 0.5: 4, 1.0: 8, 2.0: 16}.items():
+        arms[f"strato_knapsack_b{b}"] = seeded([70.05 + r / 10, 71.05 + r / 10, 72.05 + r / 10], r * R1)
+    arms["strato_knapsack_b0.0625"] = seeded([69.0, 70.2, 70.9], R1 // 2)  # below r1 on every seed
+    curve = bench.curve_verdict(arms, bench.higher_bar(arms))
+    below = curve["below_curve"][0.0625]
+    assert below["frontier_arm"] == "lora_all_r1" and below["frontier_params"] == R1
+    assert below["margin"] == pytest.approx((69.0 + 70.2 + 70.9) / 3 - 71.1) and below["call"] == "loss"
+    assert 0.0625 not in curve["points"] and curve["beats_whole_curve"] is True
+    assert (curve["wins"], curve["ties"], curve["losses"]) == (0, 5, 0)  # its loss is not one of the curve's
+    table = bench.markdown("tweets", {
+        "arms": {n: {**a, "n": 3, "std": 1.0, "sampling_error": 0.5, "adapter_flops": 0, "peak_memory_bytes": 1,
+                     "original_criteria": {}} for n, a in arms.items()},
+        "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
+    assert "| 0.0625 | 500 | 70.03 | 71.10 (lora_all_r1, 1,000) | -1.07 |" in table
+    del arms["lora_all_r1"]  # the cheapest LoRA is now r2
+    assert bench.curve_verdict(arms, bench.higher_bar(arms))["below_curve"][0.0625]["frontier_arm"] == "lora_all_r2"
+
+
 def test_scheduler_worth_pairs_each_budget_by_the_runs_recorded_scheduler_and_pools_the_pairs(bench):
     """With vs without the scheduler at each budget that has both, by the setting the runs recorded (the plain arm
     was the scheduled one before the default changed, the unscheduled one after), paired by seed; budgets with one
