@@ -338,9 +338,9 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     return log
 
 
-def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
+def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] = None) -> dict[str, Any]:
     """Per-arm statistics (via strato compare's machinery; one runs folder or several, e.g. budgets run on different
-    days) and the verdicts of the issue."""
+    days, or seeds added later) and the verdicts of the issue; ``only``: these arms (configurations) alone."""
     from strato_peft.experiments.compare import CompareError, build_comparison, run_folder
 
     spec = TASKS[task]
@@ -357,6 +357,8 @@ def summarize(task: str, runs_dir: Path | list[Path]) -> dict[str, Any]:
     scale = spec["score_scale"]
     summary: dict[str, Any] = {"arms": {}, "verdicts": {}}
     for name, row in rows.items():
+        if only and name not in only:
+            continue
         runs = [r for r in comparison["runs"] if r["configuration"] == name and r["status"] == "complete"
                 and spec["metric"] in r["metrics"]]
         n_eval = _held_out_size(run_folder(comparison, runs[0])) if runs else None
@@ -704,7 +706,8 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
-    parser.add_argument("--arms", nargs="+", help="subset of arms (default: all)")
+    parser.add_argument("--arms", nargs="+", help="subset of arms (default: all); with --summarize-only, the arms "
+                        "the summary covers")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--runs-dir", nargs="+", help="default: bench/runs/strato_vs_baselines[_validation]"
                         "[_shared_lr]; with "
@@ -750,7 +753,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now
         runs_dirs = [Path(d) / task for d in args.runs_dir if (Path(d) / task).is_dir()]
         if runs_dirs:
-            summaries[task] = summarize(task, runs_dirs)
+            summaries[task] = summarize(task, runs_dirs, args.arms if args.summarize_only else None)
             base = next((d for d in runs_dirs if (d / "base_model_eval.json").is_file()), None)
             if base is not None:
                 summaries[task]["base_model"] = base_model_score(task, base)

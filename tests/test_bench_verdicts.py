@@ -224,6 +224,12 @@ def test_summary_of_several_runs_folders_judges_the_whole_curve(bench, tmp_path)
     assert json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]["curve"]["beats_whole_curve"] is None
     with pytest.raises(SystemExit):
         bench.main(["--task", "tweets", "--runs-dir", str(day1), str(day2), "--out", str(out)])
+    # --arms with --summarize-only: the summary covers those arms alone
+    assert bench.main(["--summarize-only", "--arms", "lora_all_r1", "strato_knapsack_b0.125", "--runs-dir", str(day1),
+                       str(day2), "--out", str(out)]) == 0
+    tweets = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
+    assert sorted(tweets["arms"]) == ["lora_all_r1", "strato_knapsack_b0.125"]
+    assert list(map(float, tweets["curve"]["points"])) == [0.125]
 
 
 def test_report_command_is_quoted_so_it_copy_pastes_into_a_shell(bench, monkeypatch):
