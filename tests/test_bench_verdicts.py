@@ -319,3 +319,33 @@ def test_summary_reports_each_arms_learning_rates_and_scheduler(bench, tmp_path)
     assert summary["arms"]["lora_all_r4"]["scheduler"] == []
     table = bench.markdown("tweets", summary)
     assert "| lora_all_r4 | 2 | 0.001 / 0.002 |" in table and "| strato_knapsack_b0.5 | 2 | n/a |" in table
+
+
+@pytest.mark.parametrize("task", ["tweets", "addition"])
+def test_top_half_arm_adapts_exactly_the_linear_layers_all_linear_would_in_the_top_half(bench, task):
+    """lora_top_half_r<r> (the 'adapt the top' placement STRATO's low budgets are checked against): every module
+    peft's all-linear picks in the upper half of the layers, the pooler on tweets, and nothing else."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+
+    if task == "tweets":  # MiniLM-L6's shape, tiny widths
+        model, n_layers, task_type = BertForSequenceClassification(BertConfig(
+            hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64, num_labels=3)), 6, "SEQ_CLS"
+    else:  # SmolLM2-135M's 30 layers, tiny widths
+        model, n_layers, task_type = LlamaForCausalLM(LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1,
+            vocab_size=64)), 30, "CAUSAL_LM"
+
+    def adapted(targets: str) -> set[str]:
+        import copy
+
+        peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=1, target_modules=targets, task_type=task_type))
+        return {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules() if hasattr(m, "lora_A")
+                and "modules_to_save" not in n}
+
+    everything = adapted("all-linear")
+    top = {n for n in everything if "pooler" in n
+           or int(re.search(r"\.layers?\.(\d+)\.", n).group(1)) >= n_layers // 2}
+    arm = bench.arms(task)["lora_top_half_r1"]
+    assert adapted(arm["target_modules"]) == top and 0 < len(top) < len(everything)
+    assert bench.arm_learning_rate(task, "lora_top_half_r2") == bench.arm_learning_rate(task, "lora_all_r2")
