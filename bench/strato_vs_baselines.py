@@ -24,7 +24,8 @@ MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA 
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
 whether it beats LoRA's whole curve, and at 0.0625x (half r1's, below the curve: it beats LoRA there if it scores as
-r1 does at twice its cost); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
+r1 does at twice its cost); LoRA r1 / r2 on the top half of the layers only (lora_top_half_r1/r2, about 0.0625x /
+0.125x: the simple sparse placement those budgets must beat); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
 gradient-aligned start, strato_uniform_b0.5_nosched; strato_knapsack_b0.5_mappick and _share: the gate forced open,
 the map's pick under each map_value); alternatives at 0.125x (strato_knapsack_b0.125_top: the gradient start at rank
 2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates);
