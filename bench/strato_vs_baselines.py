@@ -207,6 +207,11 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["strato_knapsack_b0.5_share"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
                                          "strato": {"map_value": "share", "min_map_gain": 0.0, "max_probes": 0,
                                                     **sched}}
+    # below the curve, the map valued by spectrum share (every module alike: breadth, where the gradient map puts
+    # rank 2-3 on a few top modules)
+    out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}_share"] = {"method": "strato", "solver": "knapsack",
+                                                         "budget": BELOW_CURVE_BUDGET,
+                                                         "strato": {"map_value": "share"}}
     return out
 
 
