@@ -212,6 +212,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}_share"] = {"method": "strato", "solver": "knapsack",
                                                          "budget": BELOW_CURVE_BUDGET,
                                                          "strato": {"map_value": "share"}}
+    # below the curve, the map choosing modules only: rank 1 on the modules it values most per cost (the breadth
+    # solver), against the layer rule (lora_top_half_r1) at the same shape
+    out[f"strato_breadth_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "breadth",
+                                                   "budget": BELOW_CURVE_BUDGET}
     return out
 
 

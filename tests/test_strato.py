@@ -345,6 +345,27 @@ def test_top_modules_fill_puts_the_start_rank_where_the_map_values_it_most_per_c
     assert sum(s.kind == "o" for s in problem.sites if s.name in alloc) == 3
 
 
+def test_breadth_solver_gives_rank_one_to_the_best_modules_before_rank_two_anywhere():
+    from strato_peft.strato.solvers.breadth import level_fill
+
+    # 9 sites of 32 params per rank unit. 5 units: the greedy piles rank on the v sites (the map's largest values);
+    # the level fill puts rank 1 on the 5 sites of best value per cost and leaves 4 without an adapter
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=5 * 32)
+    assert max(greedy(problem, problem.value).values()) > 1
+    result = get_solver("breadth")(problem)
+    assert set(result.allocation.values()) == {1} and len(result.allocation) == 5 and result.probes == 0
+    ranked = sorted(problem.sites, key=lambda s: problem.value(s, 1), reverse=True)
+    assert set(result.allocation) == {s.name for s in ranked[:5]}
+    # 12 units: every site at rank 1 (the uniform LoRA), then rank 2 on the 3 sites whose second unit is worth most
+    problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=12 * 32)
+    alloc = level_fill(problem)
+    assert len(alloc) == 9 and sorted(alloc.values()) == [1] * 6 + [2] * 3 and problem.fits(alloc)
+    assert {n for n, r in alloc.items() if r == 2} == {f"layers.{i}.v" for i in range(3)}
+    # nothing fits: a clear error, not an empty adapter
+    with pytest.raises(ValueError, match="breadth: rank 1 on any one"):
+        get_solver("breadth")(synthetic_problem({"q": 1.0}, budget_params=8))
+
+
 @pytest.mark.parametrize("budget_units,expected", [(12, "top modules at rank 2"), (18, "uniform")])
 def test_uniform_solver_goes_sparse_only_below_its_min_rank(budget_units, expected):
     problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=budget_units * 32)
@@ -631,6 +652,33 @@ def test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed(k
     assert set(got) == set(want) and all(w.abs().max() > 0 for w in want.values())  # trained, not the B = 0 start
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-9)
+
+
+def test_breadth_run_below_uniform_rank_one_exports_rank_one_on_the_maps_modules(make_config, tiny_root, monkeypatch,
+                                                                                   tmp_path):
+    """At 0.1x of LoRA r4 (0.4 rank units per module) no uniform LoRA fits: the breadth solver trains rank 1 on the
+    modules the map values most per cost and the adapter lists those alone."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from strato_peft.training.run import train
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    cfg = make_config("bert", "strato", "classification", training={"max_steps": 4},
+                      peft={"budget": 0.1, "solver": "breadth",
+                            "strato": {"scheduler": False, "sensitivity_batches": 2}})
+    result = train(cfg)
+    adapter = result.run_dir / "adapter"
+    plan = json.loads((adapter / "strato_plan.json").read_text())
+    conf = json.loads((adapter / "adapter_config.json").read_text())
+    sites = adaptable_sites(result.model)
+    assert plan["solver"] == "breadth" and plan["search"]["probes"] == 0
+    assert set(plan["allocation"].values()) == {1} and 0 < len(plan["allocation"]) < len(sites)
+    assert conf["rank_pattern"] == plan["allocation"] and sorted(conf["target_modules"]) == sorted(plan["allocation"])
+    assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_root / "bert"))
+    loaded = PeftModel.from_pretrained(base, str(adapter))
+    assert sum(p.numel() for n, p in loaded.named_parameters() if "lora_" in n) == plan["predicted_cost"]["params"]
 
 
 def test_preserved_rng_undoes_every_draw_inside_it():

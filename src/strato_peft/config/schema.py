@@ -163,9 +163,11 @@ class PeftConfigSection(_Section):
         None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory); each "
         "weighted dimension is also a budget constraint (default: params only)."
     )
-    solver: Optional[Literal["knapsack", "ppo", "uniform"]] = Field(
+    solver: Optional[Literal["knapsack", "ppo", "uniform", "breadth"]] = Field(
         None, description="STRATO: allocation solver (default knapsack); 'uniform' skips the search and trains the "
-        "uniform LoRA that fills the budget with STRATO's start (and the scheduler if on): an ablation.")
+        "uniform LoRA that fills the budget with STRATO's start (and the scheduler if on): an ablation; 'breadth' "
+        "adds rank level by level (rank 1 on the modules the map values most per cost before rank 2 anywhere): the "
+        "map chooses modules, not ranks.")
     strato: StratoSearchConfig = Field(default_factory=StratoSearchConfig,
                                        description="STRATO: search, probes and scheduler settings.")
 

@@ -1,8 +1,8 @@
-"""Allocation solvers: each module registers one solver by name (knapsack, uniform, ppo)."""
+"""Allocation solvers: each module registers one solver by name (knapsack, uniform, breadth, ppo)."""
 
 from strato_peft.strato.solvers.base import (AllocationProblem, SolverResult, available_solvers, get_solver,
                                              register_solver)
 
-from strato_peft.strato.solvers import knapsack, ppo  # noqa: E402,F401  (register "knapsack", "uniform", "ppo")
+from strato_peft.strato.solvers import breadth, knapsack, ppo  # noqa: E402,F401  (register each solver)
 
 __all__ = ["AllocationProblem", "SolverResult", "available_solvers", "get_solver", "register_solver"]
