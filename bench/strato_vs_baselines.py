@@ -357,9 +357,12 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     return log
 
 
-def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] = None) -> dict[str, Any]:
+def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] = None,
+              earlier: Optional[list[Path]] = None, pairs: Optional[list[tuple[str, str]]] = None) -> dict[str, Any]:
     """Per-arm statistics (via strato compare's machinery; one runs folder or several, e.g. budgets run on different
-    days, or seeds added later) and the verdicts of the issue; ``only``: these arms (configurations) alone."""
+    days, or seeds added later) and the verdicts of the issue; ``only``: these arms (configurations) alone;
+    ``earlier``: results files of this benchmark whose arms (per-seed scores, costs) join those of the runs where no
+    run folder has them; ``pairs``: (a, b) arms to compare seed by seed."""
     from strato_peft.experiments.compare import CompareError, build_comparison, run_folder
 
     spec = TASKS[task]
@@ -402,11 +405,49 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
             "wall_seconds": row.get("wall_time_seconds"),
             "original_criteria": row.get("verdicts"),
         }
+    summary["earlier"] = {}
+    for path in earlier or []:
+        for name, arm in earlier_arms(path, task).items():
+            if name not in summary["arms"] and (not only or name in only):
+                summary["arms"][name] = arm
+                summary["earlier"][name] = str(path)
+    summary["pairs"] = {f"{a} - {b}": paired_row(summary["arms"], a, b) for a, b in pairs or []}
     summary["verdicts"] = higher_bar(summary["arms"])
     summary["curve"] = curve_verdict(summary["arms"], summary["verdicts"])
     summary["scheduler"] = scheduler_worth(summary["arms"])
     summary["comparison"] = {k: comparison[k] for k in ("metric", "baseline", "thresholds", "run_counts")}
     return summary
+
+
+def earlier_arms(path: Path, task: str) -> dict[str, dict[str, Any]]:
+    """The arms a results file of this benchmark holds for ``task`` (none if it has no such task; seed keys back to
+    ints after JSON)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--earlier-results {path}: cannot read it as JSON ({exc})") from None
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, dict):
+        raise SystemExit(f"--earlier-results {path}: no 'tasks' in it (expected a results file of this benchmark, "
+                         "e.g. bench/results/strato_vs_baselines.json)")
+    found = (tasks.get(task) or {}).get("arms") or {}
+    return {name: {**arm, "seed_scores": {int(k): v for k, v in (arm.get("seed_scores") or {}).items()}}
+            for name, arm in found.items()}
+
+
+def paired_row(arms_: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    """Arm ``a`` minus arm ``b`` over the seeds both ran: their means there, the paired gain, std, p and call."""
+    missing = [n for n in (a, b) if n not in arms_]
+    if missing:
+        return {"error": f"no runs of {', '.join(missing)}"}
+    sa, sb = arms_[a]["seed_scores"], arms_[b]["seed_scores"]
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        return {"error": "no seed in common"}
+    return {"a": sum(sa[s] for s in seeds) / len(seeds), "b": sum(sb[s] for s in seeds) / len(seeds),
+            "params_a": arms_[a]["params"], "params_b": arms_[b]["params"], **_paired_call(arms_[a], arms_[b])}
 
 
 def base_model_score(task: str, runs_dir: Path) -> dict[str, Any]:
@@ -648,6 +689,21 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             lines.append(f"| {budget:g} | {int(p['params'] or 0):,} | {p['score']:.2f} | {p['frontier_score']:.2f} "
                          f"({p['frontier_arm']}, {int(p['frontier_params'] or 0):,}) | {p['margin']:+.2f} | {std} | "
                          f"{pval} | {p['call']} |")
+    if summary.get("pairs"):
+        lines += ["", "Paired comparisons (seeds both arms ran; a - b):", "",
+                  "| a - b | seeds | a | b | params a / b | gain | paired std | p | call |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, p in summary["pairs"].items():
+            if "error" in p:
+                lines.append(f"| {label} | n/a ({p['error']}) | | | | | | | |")
+                continue
+            std, pval = _paired_cells(p)
+            lines.append(f"| {label} | {p['paired_seeds']} | {p['a']:.2f} | {p['b']:.2f} | "
+                         f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,} | {p['paired_gain']:+.2f} | "
+                         f"{std} | {pval} | {p['call']} |")
+    if summary.get("earlier"):
+        lines += ["", "Arms taken from earlier results files (no runs folder given has them): " + "; ".join(
+                      f"{n} ({f})" for n, f in sorted(summary["earlier"].items())) + "."]
     sched = summary.get("scheduler") or {}
     if sched.get("points"):
         lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it (each arm's "
@@ -742,6 +798,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="train every arm at LR instead (runs named <arm>_lr<LR>_seed<N>): for choosing a "
                         "method's learning rate on validation rows")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild the summary from finished runs")
+    parser.add_argument("--earlier-results", nargs="+", default=[], metavar="JSON",
+                        help="with --summarize-only: also take arms from these results files of this benchmark (per-seed "
+                        "scores, costs) where no runs folder has them, e.g. when the run folders are gone; marked")
+    parser.add_argument("--pairs", nargs="+", default=[], metavar="A:B",
+                        help="with --summarize-only: also compare arm A with arm B seed by seed (gain, paired p, call)")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     parser.add_argument("--in-process", action="store_true",
                         help="train in this process and write no summary (what each isolated run executes)")
@@ -753,6 +814,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if len(args.runs_dir) > 1 and not args.summarize_only:
         parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
     args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
+    if (args.earlier_results or args.pairs) and not args.summarize_only:
+        parser.error("--earlier-results and --pairs go with --summarize-only")
+    pairs = []
+    for pair in args.pairs:
+        a, sep, b = pair.partition(":")
+        if not sep or not a or not b:
+            parser.error(f"--pairs: expected A:B (two arm names), got {pair!r}")
+        pairs.append((a, b))
 
     summaries, logs = {}, {}
     for task in args.task:
@@ -772,7 +841,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now
         runs_dirs = [Path(d) / task for d in args.runs_dir if (Path(d) / task).is_dir()]
         if runs_dirs:
-            summaries[task] = summarize(task, runs_dirs, args.arms if args.summarize_only else None)
+            summaries[task] = summarize(task, runs_dirs, args.arms if args.summarize_only else None,
+                                        [Path(p) for p in args.earlier_results], pairs)
             base = next((d for d in runs_dirs if (d / "base_model_eval.json").is_file()), None)
             if base is not None:
                 summaries[task]["base_model"] = base_model_score(task, base)

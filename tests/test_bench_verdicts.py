@@ -349,3 +349,38 @@ def test_top_half_arm_adapts_exactly_the_linear_layers_all_linear_would_in_the_t
     arm = bench.arms(task)["lora_top_half_r1"]
     assert adapted(arm["target_modules"]) == top and 0 < len(top) < len(everything)
     assert bench.arm_learning_rate(task, "lora_top_half_r2") == bench.arm_learning_rate(task, "lora_all_r2")
+
+
+def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_by_seed(bench, tmp_path):
+    """Run folders can be lost (another machine); a committed results file keeps each arm's per-seed scores, so a
+    new arm's runs are still compared with the old arms seed by seed; an arm with runs is never replaced."""
+    import json
+
+    from test_compare import write_config
+
+    old = tmp_path / "old"
+    write_config(old / "tweets", "lora_all_r1", [0.700, 0.710, 0.690], trainable=R1, wall=100.0)
+    write_config(old / "tweets", "lora_top_half_r1", [0.600, 0.600, 0.600], trainable=R1 // 2, wall=90.0)
+    earlier = tmp_path / "earlier"
+    assert bench.main(["--summarize-only", "--runs-dir", str(old), "--out", str(earlier)]) == 0
+    new = tmp_path / "new"
+    write_config(new / "tweets", "lora_top_half_r1", [0.720, 0.730, 0.710], trainable=R1 // 2, wall=90.0)
+    out = tmp_path / "summary"
+    assert bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results",
+                       str(earlier.with_suffix(".json")), "--pairs", "lora_top_half_r1:lora_all_r1",
+                       "lora_top_half_r1:lora_all_r16"]) == 0
+    tweets = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
+    assert tweets["earlier"] == {"lora_all_r1": str(earlier.with_suffix(".json"))}
+    assert tweets["arms"]["lora_top_half_r1"]["mean"] == pytest.approx(72.0)  # the new runs, not the file's 60.0
+    pair = tweets["pairs"]["lora_top_half_r1 - lora_all_r1"]
+    assert pair["paired_seeds"] == 3 and pair["paired_gain"] == pytest.approx(2.0)
+    assert pair["paired_gain_std"] == pytest.approx(0.0, abs=1e-9) and pair["a"] == pytest.approx(72.0)
+    assert tweets["pairs"]["lora_top_half_r1 - lora_all_r16"] == {"error": "no runs of lora_all_r16"}
+    report = out.with_suffix(".md").read_text()
+    assert "| lora_top_half_r1 - lora_all_r1 | 3 | 72.00 | 70.00 |" in report and "earlier results" in report
+    with pytest.raises(SystemExit, match="no 'tasks' in it"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results", str(bad)])
+    with pytest.raises(SystemExit):  # A:B or nothing
+        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--pairs", "lora_all_r1"])
