@@ -158,9 +158,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     out["lora_mlp_eqparams"] = {"method": "lora", "rank": None, "target_modules": spec["mlp_regex"]}  # rank below
     out["adalora_r4"] = {"method": "adalora", "rank": 4, "target_modules": "all-linear"}
     out["dora_all_r4"] = {"method": "dora", "rank": 4, "target_modules": "all-linear"}
-    # the practitioner's sparse placement at STRATO's low budgets: LoRA on the top half of the layers only, at r1
-    # (about 0.0625x LoRA r8's params) and r2 (about 0.125x): is the map's pick better than "adapt the top"?
-    for r in (1, 2):
+    # the practitioner's sparse placement: LoRA on the top half of the layers only, at r1 (about 0.0625x LoRA r8's
+    # params), r2 (about 0.125x): is the map's pick better than "adapt the top"?; and r4 / r8 (about 0.25x / 0.5x):
+    # does any placement beat the uniform LoRA where STRATO's gate stays closed (there it trains that LoRA)?
+    for r in (1, 2, 4, 8):
         out[f"lora_top_half_r{r}"] = {"method": "lora", "rank": r, "target_modules": spec["top_half_regex"]}
     for solver in ("knapsack", "ppo"):
         for budget in (0.5, 0.7):
