@@ -310,6 +310,13 @@ def test_map_gain_is_the_maps_relative_preference_over_uniform():
     assert map_gain(synthetic_problem({"q": 1.0}, budget_params=8)) is None  # no uniform LoRA fits
 
 
+@pytest.mark.parametrize("budget_units,expected", [(5, 1), (9, 1), (17, 1), (18, 2), (40, 4)])
+def test_budget_rank_is_the_uniform_rank_that_fills_the_budget_and_one_below_it(budget_units, expected):
+    from strato_peft.strato.planner import budget_rank
+
+    assert budget_rank(synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=budget_units * 32)) == expected
+
+
 def test_uniform_solver_is_the_uniform_lora_that_fills_the_budget_without_probes():
     problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=18 * 32)
     problem.archive = GoExploreArchive(problem.sites, lambda a: pytest.fail("the uniform solver must not probe"))
@@ -673,6 +680,8 @@ def test_breadth_run_below_uniform_rank_one_exports_rank_one_on_the_maps_modules
     conf = json.loads((adapter / "adapter_config.json").read_text())
     sites = adaptable_sites(result.model)
     assert plan["solver"] == "breadth" and plan["search"]["probes"] == 0
+    # below LoRA r1's cost the rsLoRA scale is LoRA r1's (alpha / 1), not the reference rank's (alpha / sqrt(4))
+    assert plan["rslora_alpha"] == pytest.approx(cfg.peft.alpha)
     assert set(plan["allocation"].values()) == {1} and 0 < len(plan["allocation"]) < len(sites)
     assert conf["rank_pattern"] == plan["allocation"] and sorted(conf["target_modules"]) == sorted(plan["allocation"])
     assert all(u <= 1.0 + 1e-9 for u in plan["budget_usage"].values())

@@ -51,15 +51,17 @@ def rslora_alpha(lora_alpha: float, rank: int) -> float:
     return lora_alpha / math.sqrt(rank)
 
 
-def budget_rank(problem: Any, fallback: int) -> int:
-    """The rank of the uniform LoRA that fills the budget (LoRA's own point at this cost), else ``fallback``.
+def budget_rank(problem: Any) -> int:
+    """The rank of the uniform LoRA that fills the budget (LoRA's own point at this cost); 1 below the cost of rank 1
+    on every module (LoRA's cheapest point is then the nearest).
 
     STRATO's rsLoRA scale is matched to LoRA's at this rank: at equal cost, its uniform candidate is exactly that
-    LoRA, and the search and scheduler only move rank around it."""
+    LoRA, and the search and scheduler only move rank around it. (Until 2026-11-24 a budget below LoRA r1's cost
+    took the reference rank, r8: its rank-1 modules trained at 1/sqrt(8) of LoRA r1's scale.)"""
     from strato_peft.strato.solvers.knapsack import uniform_fill
 
     alloc = uniform_fill(problem)
-    return max(alloc.values()) if alloc else fallback
+    return max(alloc.values()) if alloc else 1
 
 
 def map_gain(problem: Any) -> Optional[float]:
@@ -125,7 +127,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     problem = AllocationProblem(sites=sites, value=lambda site, r: value(site.name, r),
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
                                 seed=cfg.seed)
-    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
+    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem))
     if fast_dev_run:  # exercises the search path whatever the run's length
         probe_steps, max_probes = 2, min(s.max_probes, 2)
     else:
@@ -177,6 +179,6 @@ def preview_plan(cfg: Any, model: Any) -> StratoPlan:
     problem = AllocationProblem(sites=sites, value=lambda site, r: float(r * (site.d_in + site.d_out)),
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
     alloc = greedy(problem, problem.value)
-    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem, reference_rank(cfg)))
+    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem))
     return StratoPlan(alloc, budget, cost_model.allocation(alloc), alpha,
                       "preview (flat value; the search needs weights and data)")
