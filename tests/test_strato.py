@@ -373,6 +373,28 @@ def test_breadth_solver_gives_rank_one_to_the_best_modules_before_rank_two_anywh
         get_solver("breadth")(synthetic_problem({"q": 1.0}, budget_params=8))
 
 
+def test_layers_solver_fills_whole_blocks_by_their_summed_value():
+    """Blocks of 3 sites (96 params per rank unit). The map values q near zero, yet the layers solver gives q its
+    block's rank: 7 units fit two whole blocks at rank 1 (the deeper two, valued most) and nothing of the third;
+    module by module (breadth) 6 units go to v and o everywhere and none to q."""
+    from strato_peft.strato.solvers.breadth import layer_groups
+
+    problem = synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=7 * 32)
+    result = get_solver("layers")(problem)
+    assert result.allocation == {f"layers.{i}.{k}": 1 for i in (1, 2) for k in ("q", "v", "o")}
+    assert result.solver == "layers" and result.probes == 0
+    breadth = get_solver("breadth")(synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=6 * 32))
+    assert not any(n.endswith(".q") for n in breadth.allocation) and len(breadth.allocation) == 6
+    # 13 units: every block at rank 1 (9), then rank 2 on the deepest block (3 more); the next block's 3 do not fit
+    alloc = get_solver("layers")(synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=13 * 32)).allocation
+    assert sorted(alloc.values()) == [1] * 6 + [2] * 3 and {n for n, r in alloc.items() if r == 2} == {
+        f"layers.2.{k}" for k in ("q", "v", "o")}
+    # a site outside the blocks is a block of its own
+    sites = [ModuleSite("enc.0.a", "a", 0, 4, 4), ModuleSite("enc.0.b", "b", 0, 4, 4), ModuleSite("pooler", "p", None,
+                                                                                                    4, 4)]
+    assert [[s.name for s in g] for g in layer_groups(sites)] == [["enc.0.a", "enc.0.b"], ["pooler"]]
+
+
 @pytest.mark.parametrize("budget_units,expected", [(12, "top modules at rank 2"), (18, "uniform")])
 def test_uniform_solver_goes_sparse_only_below_its_min_rank(budget_units, expected):
     problem = synthetic_problem({"q": 0.2, "v": 3.0, "o": 1.0}, budget_params=budget_units * 32)
@@ -661,10 +683,11 @@ def test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed(k
         torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-9)
 
 
-def test_breadth_run_below_uniform_rank_one_exports_rank_one_on_the_maps_modules(make_config, tiny_root, monkeypatch,
-                                                                                   tmp_path):
-    """At 0.1x of LoRA r4 (0.4 rank units per module) no uniform LoRA fits: the breadth solver trains rank 1 on the
-    modules the map values most per cost and the adapter lists those alone."""
+@pytest.mark.parametrize("solver", ["breadth", "layers"])
+def test_level_fill_run_below_uniform_rank_one_exports_rank_one_on_the_maps_modules(solver, make_config, tiny_root,
+                                                                                    monkeypatch, tmp_path):
+    """At 0.1x of LoRA r4 (0.4 rank units per module) no uniform LoRA fits: the breadth (layers) solver trains rank 1
+    on the modules (blocks) the map values most per cost and the adapter lists those alone."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
@@ -672,14 +695,14 @@ def test_breadth_run_below_uniform_rank_one_exports_rank_one_on_the_maps_modules
 
     monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
     cfg = make_config("bert", "strato", "classification", training={"max_steps": 4},
-                      peft={"budget": 0.1, "solver": "breadth",
+                      peft={"budget": 0.1, "solver": solver,
                             "strato": {"scheduler": False, "sensitivity_batches": 2}})
     result = train(cfg)
     adapter = result.run_dir / "adapter"
     plan = json.loads((adapter / "strato_plan.json").read_text())
     conf = json.loads((adapter / "adapter_config.json").read_text())
     sites = adaptable_sites(result.model)
-    assert plan["solver"] == "breadth" and plan["search"]["probes"] == 0
+    assert plan["solver"] == solver and plan["search"]["probes"] == 0
     # below LoRA r1's cost the rsLoRA scale is LoRA r1's (alpha / 1), not the reference rank's (alpha / sqrt(4))
     assert plan["rslora_alpha"] == pytest.approx(cfg.peft.alpha)
     assert set(plan["allocation"].values()) == {1} and 0 < len(plan["allocation"]) < len(sites)

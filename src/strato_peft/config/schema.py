@@ -163,11 +163,12 @@ class PeftConfigSection(_Section):
         None, alias="lambda", description="STRATO: weights between cost dimensions (params, flops, memory); each "
         "weighted dimension is also a budget constraint (default: params only)."
     )
-    solver: Optional[Literal["knapsack", "ppo", "uniform", "breadth"]] = Field(
+    solver: Optional[Literal["knapsack", "ppo", "uniform", "breadth", "layers"]] = Field(
         None, description="STRATO: allocation solver (default knapsack); 'uniform' skips the search and trains the "
         "uniform LoRA that fills the budget with STRATO's start (and the scheduler if on): an ablation; 'breadth' "
         "adds rank level by level (rank 1 on the modules the map values most per cost before rank 2 anywhere): the "
-        "map chooses modules, not ranks.")
+        "map chooses modules, not ranks; 'layers' does the same over whole transformer blocks (every linear module "
+        "of a chosen block at the block's rank).")
     strato: StratoSearchConfig = Field(default_factory=StratoSearchConfig,
                                        description="STRATO: search, probes and scheduler settings.")
 

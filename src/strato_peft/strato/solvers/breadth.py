@@ -6,33 +6,47 @@ Why: on tweets validation at 1/16 of LoRA r8's params, LoRA r1 on the top half o
 beat the greedy's concentrated pick by 1.0 point over 6 seeds; this solver asks whether the map, used only to choose
 *which* modules, does better than that layer rule. Above the budget of uniform rank 1 it is the uniform LoRA plus
 the next rank level on the modules valued most.
+
+The layers solver is the same fill over whole transformer blocks (a block's modules share its rank; a module outside
+the blocks, such as a pooler, is a block of its own): the map ranks blocks by their modules' summed value, which
+does not depend on how it compares one module type with another (its gradient spectra rate query/key projections
+near zero, yet adapting them pays).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from strato_peft.strato.allocation import Allocation
+from strato_peft.strato.sites import ModuleSite
 from strato_peft.strato.solvers.base import AllocationProblem, SolverResult, register_solver
 from strato_peft.strato.solvers.knapsack import candidate_row
 
 
-def level_fill(problem: AllocationProblem) -> Allocation:
-    """Rank levels 1, 2, ... in turn; within a level, sites by marginal map value per marginal weighted cost, each
-    raised to the level while it fits. A level left incomplete (the budget is spent) is the last one."""
+def level_fill(problem: AllocationProblem, groups: Optional[list[list[ModuleSite]]] = None) -> Allocation:
+    """Rank levels 1, 2, ... in turn; within a level, groups (each site alone by default) by marginal map value per
+    marginal weighted cost, each group's sites raised to the level together while it fits. A level left incomplete
+    (the budget is spent) is the last one."""
+    groups = groups if groups is not None else [[s] for s in problem.sites]
     alloc: Allocation = {}
-    for level in range(1, problem.max_rank + 1):
-        eligible = [s for s in problem.sites if alloc.get(s.name, 0) == level - 1 and level <= min(s.d_in, s.d_out)]
 
-        def ratio(site, level=level) -> float:
-            cost = problem.weighted_cost({site.name: level}) - problem.weighted_cost({site.name: level - 1})
-            gain = problem.value(site, level) - problem.value(site, level - 1)
+    def at(group: list[ModuleSite], level: int) -> Allocation:
+        return {s.name: level for s in group} if level else {}
+
+    for level in range(1, problem.max_rank + 1):
+        eligible = [g for g in groups if all(alloc.get(s.name, 0) == level - 1 and level <= min(s.d_in, s.d_out)
+                                             for s in g)]
+
+        def ratio(group: list[ModuleSite], level: int = level) -> float:
+            cost = problem.weighted_cost(at(group, level)) - problem.weighted_cost(at(group, level - 1))
+            gain = sum(problem.value(s, level) - problem.value(s, level - 1) for s in group)
             return gain / cost if cost > 0 else float("inf")
 
         complete = True
-        for site in sorted(eligible, key=ratio, reverse=True):
-            if problem.fits({**alloc, site.name: level}):
-                alloc[site.name] = level
+        for group in sorted(eligible, key=ratio, reverse=True):
+            if problem.fits({**alloc, **at(group, level)}):
+                alloc.update(at(group, level))
             else:
                 complete = False
         if not complete or not eligible:
@@ -40,14 +54,37 @@ def level_fill(problem: AllocationProblem) -> Allocation:
     return alloc
 
 
-def solve_breadth(problem: AllocationProblem) -> SolverResult:
-    """The level fill, no probes (one candidate)."""
+def layer_groups(sites: list[ModuleSite]) -> list[list[ModuleSite]]:
+    """The sites of each transformer block together (in block order); a site outside the blocks (a pooler) alone."""
+    blocks: dict[int, list[ModuleSite]] = {}
+    alone: list[list[ModuleSite]] = []
+    for site in sites:
+        if site.layer is None:
+            alone.append([site])
+        else:
+            blocks.setdefault(site.layer, []).append(site)
+    return [blocks[k] for k in sorted(blocks)] + alone
+
+
+def _solve(problem: AllocationProblem, name: str, groups: Optional[list[list[ModuleSite]]], label: str) -> SolverResult:
     start = time.perf_counter()
-    alloc = level_fill(problem)
+    alloc = level_fill(problem, groups)
     if not alloc:
-        raise ValueError("breadth: rank 1 on any one candidate module does not fit the budget")
-    return SolverResult(allocation=alloc, solver="breadth", search_seconds=time.perf_counter() - start,
-                        candidates=[candidate_row(problem, "level fill", alloc)], details={"chosen": "level fill"})
+        raise ValueError(f"{name}: rank 1 on any one candidate {'block' if groups else 'module'} does not fit the "
+                         "budget")
+    return SolverResult(allocation=alloc, solver=name, search_seconds=time.perf_counter() - start,
+                        candidates=[candidate_row(problem, label, alloc)], details={"chosen": label})
+
+
+def solve_breadth(problem: AllocationProblem) -> SolverResult:
+    """The level fill over modules, no probes (one candidate)."""
+    return _solve(problem, "breadth", None, "level fill")
+
+
+def solve_layers(problem: AllocationProblem) -> SolverResult:
+    """The level fill over whole transformer blocks: every linear module of a chosen block at the block's rank."""
+    return _solve(problem, "layers", layer_groups(problem.sites), "level fill by block")
 
 
 register_solver("breadth", solve_breadth)
+register_solver("layers", solve_layers)
