@@ -217,10 +217,11 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # solver), against the layer rule (lora_top_half_r1) at the same shape
     out[f"strato_breadth_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "breadth",
                                                    "budget": BELOW_CURVE_BUDGET}
-    # the map choosing whole blocks (every linear module of a block at the block's rank): at 0.0625x / 0.125x against
-    # the layer rule (lora_top_half_r1 / r2), which it can match or beat only if the map ranks the right blocks
-    for budget in (BELOW_CURVE_BUDGET, 0.125):
-        out[f"strato_layers_b{budget}"] = {"method": "strato", "solver": "layers", "budget": budget}
+    # the map choosing whole blocks (every linear module of a block at the block's rank), against the layer rule
+    # (lora_top_half_r1), which it can match or beat only if the map ranks the right blocks. (Not at 0.125x: there
+    # the level fill's first level is every block at rank 1, LoRA r1 itself)
+    out[f"strato_layers_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "layers",
+                                                  "budget": BELOW_CURVE_BUDGET}
     return out
 
 
