@@ -375,20 +375,23 @@ def test_breadth_solver_gives_rank_one_to_the_best_modules_before_rank_two_anywh
 
 def test_layers_solver_fills_whole_blocks_by_their_summed_value():
     """Blocks of 3 sites (96 params per rank unit). The map values q near zero, yet the layers solver gives q its
-    block's rank: 7 units fit two whole blocks at rank 1 (the deeper two, valued most) and nothing of the third;
-    module by module (breadth) 6 units go to v and o everywhere and none to q."""
+    block's rank: 8 units fit two whole blocks at rank 1 (the deeper two, valued most), and the 2 units left go to the
+    third block's sites of most value (v, o), not to nothing; module by module (breadth) 6 units go to v and o
+    everywhere and none to q."""
     from strato_peft.strato.solvers.breadth import layer_groups
 
-    problem = synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=7 * 32)
+    problem = synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=8 * 32)
     result = get_solver("layers")(problem)
-    assert result.allocation == {f"layers.{i}.{k}": 1 for i in (1, 2) for k in ("q", "v", "o")}
+    assert result.allocation == {**{f"layers.{i}.{k}": 1 for i in (1, 2) for k in ("q", "v", "o")},
+                                 "layers.0.v": 1, "layers.0.o": 1}
     assert result.solver == "layers" and result.probes == 0
     breadth = get_solver("breadth")(synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=6 * 32))
     assert not any(n.endswith(".q") for n in breadth.allocation) and len(breadth.allocation) == 6
-    # 13 units: every block at rank 1 (9), then rank 2 on the deepest block (3 more); the next block's 3 do not fit
+    # 13 units: every block at rank 1 (9), then rank 2 on the deepest block (3 more); of the next block's 3 the
+    # one unit left goes to its v
     alloc = get_solver("layers")(synthetic_problem({"q": 0.001, "v": 3.0, "o": 1.0}, budget_params=13 * 32)).allocation
-    assert sorted(alloc.values()) == [1] * 6 + [2] * 3 and {n for n, r in alloc.items() if r == 2} == {
-        f"layers.2.{k}" for k in ("q", "v", "o")}
+    assert sorted(alloc.values()) == [1] * 5 + [2] * 4 and {n for n, r in alloc.items() if r == 2} == {
+        *(f"layers.2.{k}" for k in ("q", "v", "o")), "layers.1.v"}
     # a site outside the blocks is a block of its own
     sites = [ModuleSite("enc.0.a", "a", 0, 4, 4), ModuleSite("enc.0.b", "b", 0, 4, 4), ModuleSite("pooler", "p", None,
                                                                                                     4, 4)]

@@ -27,7 +27,8 @@ from strato_peft.strato.solvers.knapsack import candidate_row
 def level_fill(problem: AllocationProblem, groups: Optional[list[list[ModuleSite]]] = None) -> Allocation:
     """Rank levels 1, 2, ... in turn; within a level, groups (each site alone by default) by marginal map value per
     marginal weighted cost, each group's sites raised to the level together while it fits. A level left incomplete
-    (the budget is spent) is the last one."""
+    (the budget is spent) is the last one; what is left of the budget goes to single sites of the groups that did
+    not fit whole, by the same ratio (so a budget between two whole blocks is not left unspent)."""
     groups = groups if groups is not None else [[s] for s in problem.sites]
     alloc: Allocation = {}
 
@@ -44,12 +45,18 @@ def level_fill(problem: AllocationProblem, groups: Optional[list[list[ModuleSite
             return gain / cost if cost > 0 else float("inf")
 
         complete = True
+        left: list[ModuleSite] = []
         for group in sorted(eligible, key=ratio, reverse=True):
             if problem.fits({**alloc, **at(group, level)}):
                 alloc.update(at(group, level))
             else:
                 complete = False
+                left.extend(group)
         if not complete or not eligible:
+            # the budget's remainder, module by module, on the groups that did not fit whole
+            for site in sorted(left, key=lambda s: ratio([s]), reverse=True):
+                if problem.fits({**alloc, site.name: level}):
+                    alloc[site.name] = level
             break
     return alloc
 
