@@ -77,8 +77,7 @@ def _solve(problem: AllocationProblem, name: str, groups: Optional[list[list[Mod
     start = time.perf_counter()
     alloc = level_fill(problem, groups)
     if not alloc:
-        raise ValueError(f"{name}: rank 1 on any one candidate {'block' if groups else 'module'} does not fit the "
-                         "budget")
+        raise ValueError(f"{name}: rank 1 on any one candidate module does not fit the budget")
     return SolverResult(allocation=alloc, solver=name, search_seconds=time.perf_counter() - start,
                         candidates=[candidate_row(problem, label, alloc)], details={"chosen": label})
 
