@@ -708,7 +708,8 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
                          f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,} | {p['paired_gain']:+.2f} | "
                          f"{std} | {pval} | {p['call']} |")
     if summary.get("earlier"):
-        lines += ["", "Arms taken from earlier results files (no runs folder given has them): " + "; ".join(
+        lines += ["", "Arms taken from earlier results files (no runs folder given has them; their original-criteria "
+                  "column was judged against that file's reference): " + "; ".join(
                       f"{n} ({f})" for n, f in sorted(summary["earlier"].items())) + "."]
     sched = summary.get("scheduler") or {}
     if sched.get("points"):
