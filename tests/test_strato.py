@@ -767,3 +767,14 @@ def test_probe_allowance_caps_the_probes_at_a_fraction_of_the_run():
     assert probe_allowance(3, 50, 1000, 0.15) == 3     # 150 steps: three, the configured maximum
     assert probe_allowance(3, 50, 10_000, 0.15) == 3
     assert probe_allowance(0, 10, 1000, 1.0) == 0
+
+
+def test_config_accepts_exactly_the_registered_solvers():
+    """One registration line per solver: the config's choices and the registry must not drift apart."""
+    import typing
+
+    from strato_peft.config.schema import PeftConfigSection
+    from strato_peft.strato.solvers import available_solvers
+
+    literal = next(a for a in typing.get_args(PeftConfigSection.model_fields["solver"].annotation) if a is not type(None))
+    assert sorted(typing.get_args(literal)) == sorted(available_solvers())

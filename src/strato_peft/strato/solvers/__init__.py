@@ -1,4 +1,4 @@
-"""Allocation solvers: each module registers one solver by name (knapsack, uniform, breadth, ppo)."""
+"""Allocation solvers: each module registers one solver by name (knapsack, uniform, breadth, layers, ppo)."""
 
 from strato_peft.strato.solvers.base import (AllocationProblem, SolverResult, available_solvers, get_solver,
                                              register_solver)

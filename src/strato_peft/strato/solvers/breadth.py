@@ -2,9 +2,9 @@
 values most per unit of cost, as many as fit, and rank 2 anywhere only once every module has rank 1 - so that a low
 budget spreads over many modules at rank 1 instead of piling rank 2-3 on a few (the knapsack greedy's pick).
 
-Why: on tweets validation at 1/16 of LoRA r8's params, LoRA r1 on the top half of the layers (a layer rule, no map)
-beat the greedy's concentrated pick by 1.0 point over 6 seeds; this solver asks whether the map, used only to choose
-*which* modules, does better than that layer rule. Above the budget of uniform rank 1 it is the uniform LoRA plus
+Why: on tweets at 1/16 of LoRA r8's params, LoRA r1 on the top half of the layers (a layer rule, no map) scores as
+well as the greedy's concentrated pick; this solver asks whether the map, used only to choose *which* modules, does
+better than that rule (on tweets it does not: module by module it undervalues q/k; docs/strato_results.md). Above the budget of uniform rank 1 it is the uniform LoRA plus
 the next rank level on the modules valued most.
 
 The layers solver is the same fill over whole transformer blocks (a block's modules share its rank; a module outside
