@@ -24,8 +24,10 @@ MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA 
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
 whether it beats LoRA's whole curve, and at 0.0625x (half r1's, below the curve: it beats LoRA there if it scores as
-r1 does at twice its cost); LoRA r1 / r2 on the top half of the layers only (lora_top_half_r1/r2, about 0.0625x /
-0.125x: the simple sparse placement those budgets must beat); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
+r1 does at twice its cost); LoRA r1 / r2 / r4 / r8 on the top half of the layers only (lora_top_half_r<r>, about
+0.0625x / 0.125x / 0.25x / 0.5x: the simple sparse placement STRATO must beat); below the curve the map used other
+ways (strato_knapsack_b0.0625_share; strato_breadth_b0.0625 and strato_layers_b0.0625: the breadth and layers
+solvers); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
 gradient-aligned start, strato_uniform_b0.5_nosched; strato_knapsack_b0.5_mappick and _share: the gate forced open,
 the map's pick under each map_value); alternatives at 0.125x (strato_knapsack_b0.125_top: the gradient start at rank
 2 on the modules the map values most per cost; strato_knapsack_b0.125_probes: probes choose among the candidates);
@@ -42,6 +44,7 @@ every method under-trained and STRATO's gradient-aligned start led; at each meth
     python bench/strato_vs_baselines.py --task tweets            # everything (hours on 2 CPU cores)
     python bench/strato_vs_baselines.py --task tweets --arms lora_all_r8 strato_knapsack_b0.5 --seeds 42
     python bench/strato_vs_baselines.py --task tweets --summarize-only
+    python bench/strato_vs_baselines.py --task tweets --summarize-only --earlier-results OLD.json --pairs ARM_A:ARM_B
     python bench/strato_vs_baselines.py --task addition --base-model --seeds 42   # also score the untrained model
     (one process per seed, run side by side, shares a GPU; the summary covers every task that has runs)
 """
