@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 
 import pytest
 
@@ -77,6 +78,15 @@ def test_fits_fills_budget_and_beats_uniform(top_up):
     assert res.details["timesteps"] >= TS and res.details["episodes"] > 0
     assert res.probes == 0 and res.search_seconds > 0 and res.candidates
     assert res.details["chosen_by"] == "surrogate"
+
+
+def test_leaves_no_sb3_log_folder(tmp_path, monkeypatch):
+    # SB3's default logger makes a folder under the temp dir on every learn(); the solver logs nowhere
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    assert tempfile.gettempdir() == str(tmp_path)
+    solve_ppo(problem(), timesteps=128)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_registered():

@@ -206,6 +206,7 @@ def solve_ppo(problem: AllocationProblem, *, timesteps: int = 4096, stochastic_r
               feedback: bool = True, ppo_kwargs: Optional[dict[str, Any]] = None) -> SolverResult:
     """Train a small PPO policy on the surrogate, probe its best rollouts through the archive (see module doc)."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     started = time.perf_counter()
     if not problem.sites:
@@ -227,6 +228,8 @@ def solve_ppo(problem: AllocationProblem, *, timesteps: int = 4096, stochastic_r
         kwargs = {**PPO_DEFAULTS, "n_steps": max(64, min(256, steps[0]) // 64 * 64), **(ppo_kwargs or {})}
         model = PPO("MlpPolicy", env, seed=problem.seed, device="cpu", verbose=0,
                     policy_kwargs={"net_arch": {"pi": list(net_arch), "vf": list(net_arch)}}, **kwargs)
+        # no outputs, no folder: without a logger of its own SB3 makes a /tmp/SB3-<date> folder on every learn()
+        model.set_logger(Logger(folder=None, output_formats=[]))
         params = int(sum(p.numel() for p in model.policy.parameters()))
         if params > MAX_POLICY_PARAMS:
             raise ConfigError(f"strato ppo: the controller has {params:,} parameters, over {MAX_POLICY_PARAMS:,}")
