@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast bench-train clean-results
+.PHONY: setup run test test-fast bench-train bench-data clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -21,3 +21,10 @@ test-fast: setup
 
 bench-train: setup
 	$(BIN)/python bench/train_throughput.py $(ARGS)
+
+## the BIG-bench source tarball (358 MB, from PyPI, once) that BIG-bench tasks read, e.g. the STRATO benchmark's addition
+CACHE := $(or $(STRATO_CACHE),$(HOME)/.cache/strato-peft)
+bench-data: setup
+	@test -f $(CACHE)/bigbench-1.0.0.tar.gz || $(BIN)/python -m pip download -q --no-deps --no-binary :all: \
+		bigbench==1.0.0 -d $(CACHE)
+	@ls -l $(CACHE)/bigbench-1.0.0.tar.gz

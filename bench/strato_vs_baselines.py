@@ -856,13 +856,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             base = next((d for d in runs_dirs if (d / "base_model_eval.json").is_file()), None)
             if base is not None:
                 summaries[task]["base_model"] = base_model_score(task, base)
+    failed = [f"{task} {e['arm']} seed {e['seed']}" for task, log in logs.items() for e in log
+              if e["status"] == "failed"]
+    if not summaries:  # nothing to report: an earlier report at --out stays as it was
+        print(f"no complete runs under {', '.join(args.runs_dir)}"
+              + (f"; failed: {', '.join(failed)}" if failed else "") + "; no report written", file=sys.stderr)
+        return 1
     out = Path(args.out)
     result = {**provenance(args), "tasks": summaries, "run_log": logs}
     body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())
     write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body)
     pareto_png(summaries, out.with_suffix(".png"))
     print(body)
-    return 0
+    if failed:
+        print(f"failed runs (the report covers the complete ones): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

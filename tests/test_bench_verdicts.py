@@ -384,3 +384,24 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
         bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results", str(bad)])
     with pytest.raises(SystemExit):  # A:B or nothing
         bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--pairs", "lora_all_r1"])
+
+
+def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_path, monkeypatch, capsys):
+    """Every run failing (e.g. a data file missing) ends with a one-line error and exit 1, leaving an earlier report
+    at --out as it was; with some runs complete the report covers them and the exit is still 1."""
+    from test_compare import write_config
+
+    failed = [{"arm": "lora_all_r2", "seed": 42, "status": "failed", "error": "data file missing"}]
+    monkeypatch.setattr(bench, "run_arms", lambda *a, **k: list(failed))
+    out = tmp_path / "report"
+    out.with_suffix(".md").write_text("earlier report")
+    runs = tmp_path / "runs"
+    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no complete runs under" in err and "tweets lora_all_r2 seed 42" in err and "no report written" in err
+    assert out.with_suffix(".md").read_text() == "earlier report" and not out.with_suffix(".json").exists()
+
+    write_config(runs / "tweets", "lora_all_r1", [0.70, 0.71], trainable=R1, wall=100.0)
+    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out)]) == 1
+    assert "lora_all_r1" in out.with_suffix(".md").read_text() and out.with_suffix(".json").is_file()
+    assert "failed runs (the report covers the complete ones): tweets lora_all_r2 seed 42" in capsys.readouterr().err
