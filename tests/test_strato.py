@@ -778,3 +778,37 @@ def test_config_accepts_exactly_the_registered_solvers():
 
     literal = next(a for a in typing.get_args(PeftConfigSection.model_fields["solver"].annotation) if a is not type(None))
     assert sorted(typing.get_args(literal)) == sorted(available_solvers())
+
+
+def test_strato_plan_is_the_search_train_runs_without_training(make_config, tmp_path, monkeypatch, capsys):
+    """`strato plan` runs the search `strato train` runs (same data, map, probes, seed) and writes that plan; it trains
+    nothing and writes no run folder; it refuses another method and an existing --output without --overwrite."""
+    import yaml
+
+    from strato_peft.cli import main
+    from strato_peft.training.run import train
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    cfg = make_config("llama", "strato", peft={"budget": 0.5, "strato": {
+        "max_probes": 2, "probe_steps": 2, "sensitivity_batches": 2, "min_map_gain": 0.0, "scheduler": False,
+        "max_search_fraction": 1.0}},
+        training={"max_steps": 12})
+    path, out = tmp_path / "c.yaml", tmp_path / "plan.json"
+    path.write_text(yaml.safe_dump(cfg.to_yaml_dict()))
+    assert main(["plan", "--config", str(path), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "searched" in printed and f"Plan written to {out}" in printed
+    plan = json.loads(out.read_text())
+    assert plan["search"]["searched"] is True and plan["search"]["probes"] == 2
+    assert not (tmp_path / "results").exists()  # nothing trained, no run folder
+    trained = json.loads((train(cfg).run_dir / "adapter" / "strato_plan.json").read_text())
+    assert plan["allocation"] == trained["allocation"] and plan["rslora_alpha"] == trained["rslora_alpha"]
+    probed = [(r["cell"], r["score"]) for r in plan["search"]["archive"]["records"]]
+    assert len(probed) == 2 and probed == [(r["cell"], r["score"]) for r in trained["search"]["archive"]["records"]]
+
+    assert main(["plan", "--config", str(path), "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    lora = tmp_path / "lora.yaml"
+    lora.write_text(yaml.safe_dump(make_config("llama", "lora").to_yaml_dict()))
+    assert main(["plan", "--config", str(lora)]) == 2
+    assert "peft.method" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The ``strato`` command line: ``train``, ``validate``, ``eval``, ``compare`` and ``methods``.
+"""The ``strato`` command line: ``train``, ``plan``, ``validate``, ``eval``, ``compare``, ``run``, ``report`` and
+``methods``.
 
 User errors (bad config, data, paths) print one line and exit with code 2; ``--debug`` shows the traceback.
 """
@@ -30,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model from a YAML config")
     add_train_arguments(train)
+
+    plan = sub.add_parser("plan", help="run STRATO's search alone: the allocation `train` would train, no training")
+    _config_arguments(plan)
+    plan.add_argument("--output", help="write the whole plan as JSON here (as strato_plan.json records it)")
+    plan.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    plan.add_argument("--fast-dev-run", action="store_true", help="the search as a fast dev run of train makes it")
+    plan.add_argument("--platform", choices=PLATFORMS, default=None, help="force a platform (default: auto)")
 
     validate = sub.add_parser("validate", help="validate a config and print it fully resolved")
     _config_arguments(validate)
@@ -165,6 +173,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``strato plan``: STRATO's search on the config's model and data; print the plan, optionally write it."""
+    from pathlib import Path
+
+    from strato_peft.errors import ConfigError
+    from strato_peft.outputs import atomic_write_json
+    from strato_peft.training.run import TrainOptions, search_plan
+
+    cfg = _load(args)
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise ConfigError(f"--output: {out} exists; give --overwrite to replace it")
+    plan = search_plan(cfg, TrainOptions(fast_dev_run=args.fast_dev_run, platform=args.platform))
+    search = plan["search"]
+    ranks = sorted(set(plan["allocation"].values()))
+    print(f"solver:        {plan['solver']} ({'searched' if search['searched'] else 'no search: ' + str(search['skipped'])}"
+          f"; map gain {search['map_gain']})")
+    print(f"allocation:    {plan['modules']} modules, total rank {plan['total_rank']}, ranks {ranks}")
+    usage = ", ".join(f"{d} {100 * u:.1f}%" for d, u in plan["budget_usage"].items())
+    print(f"budget usage:  {usage}")
+    print(f"search time:   {search['total_seconds']:.1f} s (map {search['sensitivity_seconds']:.1f} s, "
+          f"{search['probes']} probes)")
+    if out is not None:
+        atomic_write_json(out, plan)
+        print(f"Plan written to {out}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``strato validate``: check the config (and that local data files exist) and print it resolved."""
     import yaml
@@ -249,7 +285,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "eval": cmd_eval, "compare": cmd_compare,
+COMMANDS = {"train": cmd_train, "plan": cmd_plan, "validate": cmd_validate, "eval": cmd_eval, "compare": cmd_compare,
             "run": cmd_run, "report": cmd_report, "methods": cmd_methods}
 
 

@@ -110,12 +110,27 @@ def _save_model(model: Any, tokenizer: Any, spec: MethodSpec, ctx: MethodContext
     return target
 
 
+def _load_inputs(cfg: StratoConfig, options: TrainOptions, platform: PlatformInfo) -> tuple[TaskData, Any, Any]:
+    """The run's data (a few rows in a fast dev run), tokenizer and base model, seeded as training starts."""
+    from strato_peft.models import load_model, load_tokenizer
+    from strato_peft.training.seed import seed_everything
+
+    data = load_task_data(cfg.task, cfg.seed)
+    if options.fast_dev_run:
+        data.train, data.eval = data.train[:16], data.eval[:8]
+        data.info.update(n_train=len(data.train), n_eval=len(data.eval), fast_dev_run_subset=True)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    id2label = dict(enumerate(data.label_names)) if data.label_names else None
+    model = load_model(cfg.model, data.task_type, _num_labels(cfg, data), platform.device,
+                       _weight_dtype(cfg, platform), id2label=id2label)
+    return data, tokenizer, model
+
+
 def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResult:
     """Train ``cfg`` and write results/<model>/<task>/<run>/ (see outputs.py for the layout)."""
-    from strato_peft.models import load_model, load_tokenizer
     from strato_peft.training.arguments import common_arguments
     from strato_peft.training.callbacks import ProfilerCallback, WallClockCallback, tensorboard_callback
-    from strato_peft.training.seed import seed_everything
     from strato_peft.training.trainers import build_trainer
 
     options = options or TrainOptions()
@@ -132,16 +147,8 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
 
         check_options(cfg.task.eval_tasks, EvalOptions())
 
-    data = load_task_data(cfg.task, cfg.seed)
-    if options.fast_dev_run:
-        data.train, data.eval = data.train[:16], data.eval[:8]
-        data.info.update(n_train=len(data.train), n_eval=len(data.eval), fast_dev_run_subset=True)
+    data, tokenizer, model = _load_inputs(cfg, options, platform)
     task_type = data.task_type
-    seed_everything(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    id2label = dict(enumerate(data.label_names)) if data.label_names else None
-    model = load_model(cfg.model, task_type, _num_labels(cfg, data), platform.device, _weight_dtype(cfg, platform),
-                       id2label=id2label)
     total_steps = _total_steps(cfg, len(data.train), options.fast_dev_run)
     inputs = RunInputs(cfg=cfg, data=data, tokenizer=tokenizer, platform=platform, fast_dev_run=options.fast_dev_run)
     model, spec, peft_config, method_ctx = apply_method(model, cfg.peft, task_type, total_steps,
@@ -248,3 +255,22 @@ def dry_run(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> dict[s
                         platform.mixed_precision)
     return {"method": spec.name, "task_type": task_type, "platform": platform.name,
             "run_dir": str(run_dir_for(cfg, options.output_dir)), **costs.as_dict(), **method_ctx.artifacts}
+
+
+def search_plan(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> dict[str, Any]:
+    """STRATO's search alone: the plan ``strato train`` would train for ``cfg`` (same data, weights, seed and step
+    count, through the same code), as its strato_plan.json records it; nothing is trained or written."""
+    from strato_peft.errors import ConfigError
+    from strato_peft.methods.apply import build_peft_config
+
+    if cfg.peft.method != "strato":
+        raise ConfigError(f"peft.method: the search needs strato, got {cfg.peft.method!r}")
+    options = options or TrainOptions()
+    platform = resolve_platform(cfg.device_info.device_type, cfg.device_info.mixed_precision, options.platform)
+    check_source(cfg.task)
+    data, tokenizer, model = _load_inputs(cfg, options, platform)
+    inputs = RunInputs(cfg=cfg, data=data, tokenizer=tokenizer, platform=platform, fast_dev_run=options.fast_dev_run)
+    ctx = MethodContext(peft=cfg.peft, task_type=data.task_type, model=model,
+                        total_steps=_total_steps(cfg, len(data.train), options.fast_dev_run), run=inputs)
+    build_peft_config(get_method("strato"), ctx)
+    return {**ctx.state["plan"].as_dict(), "run_dir": str(run_dir_for(cfg, options.output_dir))}
