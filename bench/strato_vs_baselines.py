@@ -35,6 +35,9 @@ the rank scheduler's worth: strato_knapsack_b<B>_sched / _nosched at every budge
 the default is off since fd6ca09, and runs made with it on under the old default are the _sched arms).
 A complete run is reused only if it was trained as its arm is defined now (config_drift): a default that changed
 since, or another lr, makes the arm fail with the differing keys named, never a silent mix.
+`--share-lora-runs`: a STRATO arm whose search (`strato plan`, seconds with the map cached) shows that it would
+train a complete LoRA arm's run exactly (gate closed, the uniform rank, no scheduler, peft's start, the same
+settings: bench/shared_runs.py) is recorded as that run instead of trained again; the report names every such arm.
 
 Learning rates: each arm trains at its own lr, chosen on validation rows (TUNED_LR below; `--validation N
 --learning-rate LR` runs the grid), because one shared lr favours whichever method learns fastest at it (at 5e-4
@@ -317,11 +320,12 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
              validation: Optional[int] = None, learning_rate: Optional[float] = None,
-             lr_protocol: str = "tuned") -> list[dict[str, Any]]:
+             lr_protocol: str = "tuned", share_lora: bool = False) -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
     each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own. A complete run
     trained with other settings than this benchmark asks (another lr protocol, a default changed since) is an
-    error for that arm, never counted as this one's."""
+    error for that arm, never counted as this one's. With ``share_lora`` a STRATO arm whose search shows that it
+    would train a complete LoRA run exactly is recorded as that run instead of trained (bench/shared_runs.py)."""
     import subprocess
 
     from strato_peft.outputs import RunDirectory, run_dir_for
@@ -333,6 +337,16 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
         for arm in names:
             cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate, lr_protocol)
             run = RunDirectory(run_dir_for(cfg))
+            if share_lora and cfg.peft.method == "strato" and not run.is_complete():
+                try:
+                    entry = share_lora_run(task, arm, seed, cfg, runs_dir, validation, learning_rate, lr_protocol)
+                except subprocess.CalledProcessError as exc:
+                    entry = None
+                    print(f"[plan] {arm} seed {seed}: strato plan exited with code {exc.returncode}; training it",
+                          flush=True)
+                if entry is not None:
+                    log.append({"arm": arm, "seed": seed, "status": "shared", "same_as": entry["same_as"]})
+                    continue
             if run.is_complete():
                 drift = config_drift(run.final, cfg)
                 if drift:
@@ -364,6 +378,49 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
                 log.append({"arm": arm, "seed": seed, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 print(f"[fail] {arm} seed {seed}: {exc}", flush=True)
     return log
+
+
+def share_lora_run(task: str, arm: str, seed: int, cfg: Any, runs_dir: Path, validation: Optional[int] = None,
+                   learning_rate: Optional[float] = None, lr_protocol: str = "tuned") -> Optional[dict[str, Any]]:
+    """The sharing record of STRATO ``arm`` at ``seed`` if its search (``strato plan``) shows it would train the
+    complete LoRA run of the same rank and seed exactly (written, or found from an earlier call); else None, with
+    the reason printed."""
+    import json
+
+    import shared_runs
+    from strato_peft.outputs import RunDirectory, run_dir_for
+
+    name = run_name(arm, seed, learning_rate)
+    done = runs_dir / shared_runs.SHARED_DIR / f"{name}.json"
+    if done.is_file():
+        entry = json.loads(done.read_text())
+        print(f"[skip] {arm} seed {seed}: the run of {entry['lora_arm']} (recorded in {done})", flush=True)
+        return entry
+    print(f"[plan] {arm} seed {seed}", flush=True)
+    plan = shared_runs.plan_for(cfg, runs_dir, name)
+    rank, table = shared_runs.uniform_rank(plan), arms(task)
+    lora_arm = f"lora_all_r{rank}"
+    if lora_arm not in table:
+        print(f"[plan] {arm} seed {seed}: the plan is no LoRA arm's shape ({plan['modules']} modules, total rank "
+              f"{plan['total_rank']}); training it", flush=True)
+        return None
+    lora_cfg = arm_config(task, lora_arm, table[lora_arm], seed, runs_dir, validation, learning_rate, lr_protocol)
+    lora_run = RunDirectory(run_dir_for(lora_cfg))
+    if not lora_run.is_complete():
+        print(f"[plan] {arm} seed {seed}: would train {lora_arm}'s run, which is not complete; training it",
+              flush=True)
+        return None
+    why = shared_runs.differences(cfg, plan, lora_cfg, lora_run.final)
+    if why:
+        print(f"[plan] {arm} seed {seed}: not {lora_arm}'s run ({'; '.join(why)}); training it", flush=True)
+        return None
+    entry = {"arm": arm, "seed": seed, "lora_arm": lora_arm, "same_as": str(lora_run.final),
+             "plan": str(runs_dir / shared_runs.PLANS_DIR / f"{name}.json"),
+             "search_seconds": plan["search"]["total_seconds"], "map_gain": plan["search"]["map_gain"],
+             "skipped": plan["search"]["skipped"]}
+    path = shared_runs.record(runs_dir, name, entry)
+    print(f"[share] {arm} seed {seed}: the run of {lora_arm} (gate closed: {entry['skipped']}; {path})", flush=True)
+    return entry
 
 
 def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] = None,
@@ -414,6 +471,10 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
             "wall_seconds": row.get("wall_time_seconds"),
             "original_criteria": row.get("verdicts"),
         }
+    import shared_runs
+
+    dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
+    summary["shared"] = shared_runs.merge(summary["arms"], shared_runs.records(dirs), only)
     summary["earlier"] = {}
     for path in earlier or []:
         for name, arm in earlier_arms(path, task).items():
@@ -710,6 +771,12 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             lines.append(f"| {label} | {p['paired_seeds']} | {p['a']:.2f} | {p['b']:.2f} | "
                          f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,} | {p['paired_gain']:+.2f} | "
                          f"{std} | {pval} | {p['call']} |")
+    if summary.get("shared"):
+        lines += ["", "STRATO arms whose runs are LoRA runs (the search skipped, the uniform rank, no scheduler, "
+                  "peft's start: the same training, loss for loss; `--share-lora-runs` recorded it from `strato "
+                  "plan` instead of training it again; wall time = the LoRA run's + the search's): " + "; ".join(
+                      f"{n} = {', '.join(f'{lora} seed {s}' for s, lora in sorted(seeds.items()))}"
+                      for n, seeds in sorted(summary["shared"].items())) + "."]
     if summary.get("earlier"):
         lines += ["", "Arms taken from earlier results files (no runs folder given has them; their original-criteria "
                   "column was judged against that file's reference): " + "; ".join(
@@ -818,6 +885,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="train in this process and write no summary (what each isolated run executes)")
     parser.add_argument("--base-model", action="store_true",
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
+    parser.add_argument("--share-lora-runs", action="store_true",
+                        help="a STRATO arm whose search (strato plan) shows it would train a complete LoRA arm's run "
+                        "exactly (gate closed, uniform rank, no scheduler) is recorded as that run, not trained again")
     args = parser.parse_args(argv)
     suffix = ("_validation" if args.validation else "") + ("_shared_lr" if args.lr_protocol == "shared" else "")
     args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
@@ -845,7 +915,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.summarize_only:
             logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process,
                                   validation=args.validation, learning_rate=args.learning_rate,
-                                  lr_protocol=args.lr_protocol)
+                                  lr_protocol=args.lr_protocol, share_lora=args.share_lora_runs)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 import sys
@@ -405,3 +406,94 @@ def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_
     assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out)]) == 1
     assert "lora_all_r1" in out.with_suffix(".md").read_text() and out.with_suffix(".json").is_file()
     assert "failed runs (the report covers the complete ones): tweets lora_all_r2 seed 42" in capsys.readouterr().err
+
+
+# --- STRATO arms whose run is a LoRA run (bench/shared_runs.py) -----------------------------------------------------
+
+def _lora_run(bench, tmp_path, arm: str, seed: int, modules: list[str]):
+    """A complete run folder of ``arm`` where the benchmark looks for it, with an adapter file over ``modules``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from strato_peft.outputs import COMPLETE_MARKER, run_dir_for, write_config
+
+    cfg = bench.arm_config("tweets", arm, bench.arms("tweets")[arm], seed, tmp_path)
+    final = run_dir_for(cfg)
+    (final / "adapter").mkdir(parents=True)
+    save_file({f"base_model.model.{m}.lora_{x}.weight": torch.zeros(1) for m in modules for x in "AB"},
+              str(final / "adapter" / "adapter_model.safetensors"))
+    write_config(final / "config_used.yaml", cfg)
+    (final / COMPLETE_MARKER).write_text("{}")
+    return cfg, final
+
+
+MODULES = [f"bert.encoder.layer.{i}.attention.self.{k}" for i in range(2) for k in ("query", "key", "value")]
+
+
+def _plan(rank: int = 4, searched: bool = False, modules=MODULES, alpha: float = 16 / 2) -> dict:
+    return {"search": {"searched": searched, "skipped": None if searched else "map gain 0.002 < min_map_gain 0.05",
+                       "total_seconds": 5.0, "map_gain": 0.002},
+            "allocation": {m: rank for m in modules}, "rslora_alpha": alpha, "modules": len(modules),
+            "total_rank": rank * len(modules)}
+
+
+def test_a_strato_run_is_a_lora_run_only_when_every_condition_holds(bench, tmp_path):
+    """Gate closed + uniform rank r on LoRA's modules + LoRA's scale + no scheduler + peft's start + the same
+    training settings: no difference. Each condition broken alone is named."""
+    import shared_runs
+
+    lora_cfg, lora = _lora_run(bench, tmp_path, "lora_all_r4", 42, MODULES)
+    table = bench.arms("tweets")
+
+    def cfg(arm="strato_knapsack_b0.5", **kw):
+        return bench.arm_config("tweets", arm, table[arm], 42, tmp_path, **kw)
+
+    assert shared_runs.differences(cfg(), _plan(), lora_cfg, lora) == []
+    cases = [(cfg(), _plan(searched=True), "the search ran"),
+             (cfg(), _plan(rank=2), "are not 4 on every module"),
+             (cfg("strato_knapsack_b0.5_sched"), _plan(), "scheduler is on"),
+             (cfg("strato_knapsack_b0.5_gradient"), _plan(), "init is gradient"),
+             (cfg(), _plan(alpha=16.0), "is not LoRA's"),
+             (cfg(), _plan(modules=MODULES[:-1]), "modules differ"),
+             (cfg(learning_rate=1e-3), _plan(), "training.learning_rate")]
+    for strato_cfg, plan, needle in cases:
+        why = shared_runs.differences(strato_cfg, plan, lora_cfg, lora)
+        assert any(needle in w for w in why), (needle, why)
+
+
+def test_share_lora_runs_records_instead_of_training_and_the_summary_gives_the_lora_scores(bench, tmp_path,
+                                                                                            monkeypatch, capsys):
+    import shared_runs
+
+    plans = []
+    monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: plans.append(name) or _plan())
+    runs = tmp_path / "runs" / "tweets"
+    _lora_run(bench, runs, "lora_all_r4", 42, MODULES)
+    trained = []
+    monkeypatch.setattr("subprocess.run", lambda *a, **k: trained.append(a))  # no training may start
+    log = bench.run_arms("tweets", ["strato_knapsack_b0.5", "strato_knapsack_b0.5_sched"], [42], runs,
+                         share_lora=True)
+    shared, other = log
+    assert shared["status"] == "shared" and shared["same_as"].endswith("lora_all_r4_seed42")
+    assert other["status"] == "done" and len(trained) == 1  # the scheduler arm trains (the stub stands in)
+    assert "scheduler is on" in capsys.readouterr().out
+    entry = json.loads((runs / "shared" / "strato_knapsack_b0.5_seed42.json").read_text())
+    assert entry["lora_arm"] == "lora_all_r4" and entry["search_seconds"] == 5.0
+    assert bench.run_arms("tweets", ["strato_knapsack_b0.5"], [42], runs, share_lora=True)[0]["status"] == "shared"
+    assert plans == ["strato_knapsack_b0.5_seed42", "strato_knapsack_b0.5_sched_seed42"]  # recorded: no new plan
+
+    arms_ = {"lora_all_r4": {"n": 2, "mean": 74.5, "std": 0.7, "seed_scores": {42: 75.0, 43: 74.0}, "params": 4000,
+                             "wall_seconds": 100.0, "original_criteria": {}},
+             "strato_knapsack_b0.7": {"n": 1, "mean": 70.0, "std": None, "seed_scores": {42: 70.0}, "params": 5000,
+                                      "wall_seconds": 90.0, "original_criteria": {}}}
+    entries = [{"arm": "strato_knapsack_b0.5", "seed": s, "lora_arm": "lora_all_r4", "search_seconds": 5.0}
+               for s in (42, 43)]
+    entries += [{"arm": "strato_knapsack_b0.7", "seed": 43, "lora_arm": "lora_all_r4", "search_seconds": 5.0},
+                {"arm": "strato_ppo_b0.5", "seed": 44, "lora_arm": "lora_all_r4", "search_seconds": 5.0}]
+    merged = shared_runs.merge(arms_, entries)
+    assert merged == {"strato_knapsack_b0.5": {42: "lora_all_r4", 43: "lora_all_r4"}}
+    got = arms_["strato_knapsack_b0.5"]
+    assert got["seed_scores"] == {42: 75.0, 43: 74.0} and got["mean"] == pytest.approx(74.5)
+    assert got["std"] == pytest.approx(math.sqrt(0.5)) and got["wall_seconds"] == 105.0 and got["params"] == 4000
+    assert arms_["strato_knapsack_b0.7"]["seed_scores"] == {42: 70.0}  # runs of its own: left as they are
+    assert "strato_ppo_b0.5" not in arms_  # the LoRA run of seed 44 is not there

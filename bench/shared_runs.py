@@ -1,0 +1,134 @@
+"""STRATO arms whose run is a LoRA arm's run: found by the search alone, recorded, not trained again.
+
+Where STRATO's gate closes (map gain below ``min_map_gain``) and the rank scheduler is off, a STRATO run trains the
+budget's uniform LoRA: rank r on every module LoRA all-linear adapts, at LoRA's scale (rsLoRA alpha/sqrt(r) at
+alpha/sqrt(r) = alpha/r), from peft's init, with the same random draws (the search runs in ``preserved_rng``): the
+run of ``lora_all_r<r>`` at that seed, loss for loss (tests/test_strato.py::
+test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed; on tweets' held-out split the two arms
+scored the same to the digit at r2, r4, r8 and r16, seeds 42-44). With ``--share-lora-runs`` the benchmark runs
+``strato plan`` (the search alone, the map cached per seed) for such an arm; when every condition of
+``differences`` holds and that LoRA run is complete, it writes a record in ``<runs>/<task>/shared/`` instead of
+training, and the summary gives the arm that run's score, its costs, and its wall time plus the search's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+SHARED_DIR, PLANS_DIR = "shared", "plans"
+
+
+def plan_for(cfg: Any, runs_dir: Path, name: str) -> dict[str, Any]:
+    """The search's plan for ``cfg`` (``strato plan`` in its own process), kept in ``runs_dir/plans/<name>.json``."""
+    import yaml
+
+    path = runs_dir / PLANS_DIR / f"{name}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = path.with_suffix(".yaml")
+        config.write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+        subprocess.run([sys.executable, "-m", "strato_peft.cli", "plan", "--config", str(config), "--output",
+                        str(path)], check=True)
+    return json.loads(path.read_text())
+
+
+def adapted_modules(run: Path) -> set[str]:
+    """The module names a finished LoRA run adapted (its adapter file's lora_A keys; the header alone is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(run / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    return {k.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0] for k in keys if ".lora_A." in k}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def uniform_rank(plan: dict[str, Any]) -> Optional[int]:
+    """The plan's one rank if every module has it, else None."""
+    ranks = set(plan["allocation"].values())
+    return ranks.pop() if len(ranks) == 1 else None
+
+
+def differences(strato_cfg: Any, plan: dict[str, Any], lora_cfg: Any, lora_run: Path) -> list[str]:
+    """Why the STRATO run of ``strato_cfg`` (whose search gave ``plan``) would not train exactly ``lora_run`` (a
+    complete run of ``lora_cfg``): one line per unmet condition; empty when the two runs are the same."""
+    why = []
+    s = strato_cfg.peft.strato
+    if plan["search"]["searched"]:
+        why.append("the search ran (the allocation is the solver's, not the uniform LoRA)")
+    r = uniform_rank(plan)
+    if r is None or r != lora_cfg.peft.rank:
+        why.append(f"the plan's ranks {sorted(set(plan['allocation'].values()))} are not {lora_cfg.peft.rank} "
+                   "on every module")
+    if s.scheduler:
+        why.append("the rank scheduler is on")
+    if s.init != "kaiming":
+        why.append(f"peft.strato.init is {s.init}, not peft's start")
+    if r is not None and not math.isclose(plan["rslora_alpha"] / math.sqrt(r), lora_cfg.peft.alpha / r,
+                                          rel_tol=1e-12):
+        why.append(f"scale {plan['rslora_alpha'] / math.sqrt(r):.6g} is not LoRA's {lora_cfg.peft.alpha / r:.6g}")
+    modules = adapted_modules(lora_run)
+    if set(plan["allocation"]) != modules:
+        why.append(f"modules differ: {len(set(plan['allocation']) ^ modules)} in one set only")
+    a, b = _flat(strato_cfg.to_yaml_dict()), _flat(lora_cfg.to_yaml_dict())
+    same = ("peft.dropout", "peft.bias", "peft.modules_to_save", "peft.alpha")
+    keys = {k for k in set(a) | set(b) if (not k.startswith(("peft.", "logging.")) or k in same)}
+    why += [f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the LoRA run" for k in sorted(keys) if a.get(k) != b.get(k)]
+    return why
+
+
+def record(runs_dir: Path, name: str, entry: dict[str, Any]) -> Path:
+    """Write the record that run ``name`` is ``entry['same_as']`` (atomically)."""
+    from strato_peft.outputs import atomic_write_json
+
+    path = runs_dir / SHARED_DIR / f"{name}.json"
+    atomic_write_json(path, entry)
+    return path
+
+
+def records(runs_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Every sharing record under the runs folders."""
+    out = []
+    for d in runs_dirs:
+        out += [json.loads(p.read_text()) for p in sorted((d / SHARED_DIR).glob("*.json"))]
+    return out
+
+
+def merge(arms_: dict[str, dict[str, Any]], entries: list[dict[str, Any]], only: Optional[list[str]] = None
+          ) -> dict[str, dict[int, str]]:
+    """Give each recorded arm that has no runs of its own the scores of its LoRA runs at the recorded seeds: costs from
+    the LoRA arm, wall time its plus the search's; an arm with runs of its own is left as it is. Returns arm -> seed
+    -> LoRA arm for what was merged."""
+    import statistics
+
+    merged: dict[str, dict[int, str]] = {}
+    walls: dict[str, list[float]] = {}
+    for e in entries:
+        arm, seed, lora = e["arm"], int(e["seed"]), e["lora_arm"]
+        if (only and arm not in only) or lora not in arms_ or seed not in arms_[lora]["seed_scores"]:
+            continue
+        if arm in arms_ and (seed in arms_[arm]["seed_scores"] or arm not in walls):
+            continue  # an arm with runs of its own keeps them (a seed it ran is never replaced)
+        base = arms_[lora]
+        if arm not in arms_:
+            arms_[arm] = {**base, "seed_scores": {}, "original_criteria": None}
+            walls[arm] = []
+        arms_[arm]["seed_scores"][seed] = base["seed_scores"][seed]
+        walls[arm].append((base["wall_seconds"] or 0.0) + e["search_seconds"])
+        merged.setdefault(arm, {})[seed] = lora
+    for arm in merged:
+        a, scores = arms_[arm], list(arms_[arm]["seed_scores"].values())
+        a["n"], a["mean"] = len(scores), statistics.fmean(scores)
+        a["std"] = statistics.stdev(scores) if len(scores) > 1 else None
+        a["wall_seconds"] = statistics.fmean(walls[arm])
+    return merged
