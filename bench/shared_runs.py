@@ -1,8 +1,8 @@
 """STRATO arms whose run is a LoRA arm's run: found by the search alone, recorded, not trained again.
 
 Where STRATO's gate closes (map gain below ``min_map_gain``) and the rank scheduler is off, a STRATO run trains the
-budget's uniform LoRA: rank r on every module LoRA all-linear adapts, at LoRA's scale (rsLoRA alpha/sqrt(r) at
-alpha/sqrt(r) = alpha/r), from peft's init, with the same random draws (the search runs in ``preserved_rng``): the
+budget's uniform LoRA: rank r on every module LoRA all-linear adapts, at LoRA's scale (rsLoRA's a/sqrt(r) with
+a = alpha/sqrt(r), i.e. alpha/r), from peft's init, with the same random draws (the search runs in ``preserved_rng``): the
 run of ``lora_all_r<r>`` at that seed, loss for loss (tests/test_strato.py::
 test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed; on tweets' held-out split the two arms
 scored the same to the digit at r2, r4, r8 and r16, seeds 42-44). With ``--share-lora-runs`` the benchmark runs
