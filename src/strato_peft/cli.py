@@ -188,8 +188,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = search_plan(cfg, TrainOptions(fast_dev_run=args.fast_dev_run, platform=args.platform))
     search = plan["search"]
     ranks = sorted(set(plan["allocation"].values()))
-    print(f"solver:        {plan['solver']} ({'searched' if search['searched'] else 'no search: ' + str(search['skipped'])}"
-          f"; map gain {search['map_gain']})")
+    gain = "n/a" if search["map_gain"] is None else f"{100 * search['map_gain']:.2f}%"
+    how = f"searched, map gain {gain}" if search["searched"] else f"no search: {search['skipped']}"
+    print(f"solver:        {plan['solver']} ({how})")
     print(f"allocation:    {plan['modules']} modules, total rank {plan['total_rank']}, ranks {ranks}")
     usage = ", ".join(f"{d} {100 * u:.1f}%" for d, u in plan["budget_usage"].items())
     print(f"budget usage:  {usage}")
