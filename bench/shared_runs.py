@@ -1,14 +1,16 @@
-"""STRATO arms whose run is a LoRA arm's run: found by the search alone, recorded, not trained again.
+"""STRATO arms whose run is another arm's run: found by the search alone, recorded, not trained again.
 
 Where STRATO's gate closes (map gain below ``min_map_gain``) and the rank scheduler is off, a STRATO run trains the
 budget's uniform LoRA: rank r on every module LoRA all-linear adapts, at LoRA's scale (rsLoRA's a/sqrt(r) with
 a = alpha/sqrt(r), i.e. alpha/r), from peft's init, with the same random draws (the search runs in ``preserved_rng``): the
 run of ``lora_all_r<r>`` at that seed, loss for loss (tests/test_strato.py::
 test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed; on tweets' held-out split the two arms
-scored the same to the digit at r2, r4, r8 and r16, seeds 42-44). With ``--share-lora-runs`` the benchmark runs
-``strato plan`` (the search alone, the map cached per seed) for such an arm; when every condition of
-``differences`` holds and that LoRA run is complete, it writes a record in ``<runs>/<task>/shared/`` instead of
-training, and the summary gives the arm that run's score, its costs, and its wall time plus the search's.
+scored the same to the digit at r2, r4, r8 and r16, seeds 42-44); and where a PPO arm's search is skipped it trains
+what the knapsack arm of its budget trains. With ``--share-runs`` the benchmark runs ``strato plan`` (the search
+alone, the map cached per seed) for a STRATO arm; when every condition of ``differences`` (against a LoRA run) or
+``strato_differences`` (against another STRATO arm's run) holds and that run is complete, it writes a record in
+``<runs>/<task>/shared/`` instead of training, and the summary gives the arm that run's score, its costs, and its
+wall time plus the search's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 SHARED_DIR, PLANS_DIR = "shared", "plans"
 
@@ -80,11 +82,30 @@ def differences(strato_cfg: Any, plan: dict[str, Any], lora_cfg: Any, lora_run: 
     modules = adapted_modules(lora_run)
     if set(plan["allocation"]) != modules:
         why.append(f"modules differ: {len(set(plan['allocation']) ^ modules)} in one set only")
-    a, b = _flat(strato_cfg.to_yaml_dict()), _flat(lora_cfg.to_yaml_dict())
-    same = ("peft.dropout", "peft.bias", "peft.modules_to_save", "peft.alpha")
-    keys = {k for k in set(a) | set(b) if (not k.startswith(("peft.", "logging.")) or k in same)}
-    why += [f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the LoRA run" for k in sorted(keys) if a.get(k) != b.get(k)]
-    return why
+    return why + setting_differences(strato_cfg, lora_cfg, lambda k: not k.startswith("peft.") or k in (
+        "peft.dropout", "peft.bias", "peft.modules_to_save", "peft.alpha"))
+
+
+def strato_differences(strato_cfg: Any, plan: dict[str, Any], other_cfg: Any, other_plan: dict[str, Any]
+                       ) -> list[str]:
+    """Why the STRATO run of ``strato_cfg`` (plan ``plan``) would not train exactly another STRATO arm's complete
+    run (``other_cfg``, its recorded plan ``other_plan``), e.g. PPO where the gate skipped its search against the
+    knapsack arm of the same budget: neither searched, the same allocation and scale, every setting but the solver
+    equal."""
+    why = [f"the search ran in {who}" for who, p in (("this arm", plan), ("the other", other_plan))
+           if p["search"]["searched"]]
+    if plan["allocation"] != other_plan["allocation"]:
+        why.append("the allocations differ")
+    if not math.isclose(plan["rslora_alpha"], other_plan["rslora_alpha"], rel_tol=1e-12):
+        why.append(f"rsLoRA alpha {plan['rslora_alpha']:.6g} vs {other_plan['rslora_alpha']:.6g}")
+    return why + setting_differences(strato_cfg, other_cfg, lambda k: k != "peft.solver")
+
+
+def setting_differences(a_cfg: Any, b_cfg: Any, compared: Callable[[str], bool]) -> list[str]:
+    """The config keys (dotted; logging aside: where a run writes is not what it trains) where two runs differ."""
+    a, b = _flat(a_cfg.to_yaml_dict()), _flat(b_cfg.to_yaml_dict())
+    keys = {k for k in set(a) | set(b) if not k.startswith("logging.") and compared(k)}
+    return [f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the other run" for k in sorted(keys) if a.get(k) != b.get(k)]
 
 
 def record(runs_dir: Path, name: str, entry: dict[str, Any]) -> Path:
@@ -106,15 +127,15 @@ def records(runs_dirs: list[Path]) -> list[dict[str, Any]]:
 
 def merge(arms_: dict[str, dict[str, Any]], entries: list[dict[str, Any]], only: Optional[list[str]] = None
           ) -> dict[str, dict[int, str]]:
-    """Give each recorded arm that has no runs of its own the scores of its LoRA runs at the recorded seeds: costs from
-    the LoRA arm, wall time its plus the search's; an arm with runs of its own is left as it is. Returns arm -> seed
-    -> LoRA arm for what was merged."""
+    """Give each recorded arm that has no runs of its own the scores of the runs it shares at the recorded seeds:
+    costs from that arm, wall time its plus the search's; an arm with runs of its own is left as it is. Returns arm
+    -> seed -> the arm whose run it is, for what was merged."""
     import statistics
 
     merged: dict[str, dict[int, str]] = {}
     walls: dict[str, list[float]] = {}
     for e in entries:
-        arm, seed, lora = e["arm"], int(e["seed"]), e["lora_arm"]
+        arm, seed, lora = e["arm"], int(e["seed"]), e["same_arm"]
         if (only and arm not in only) or lora not in arms_ or seed not in arms_[lora]["seed_scores"]:
             continue
         if arm in arms_ and (seed in arms_[arm]["seed_scores"] or arm not in walls):

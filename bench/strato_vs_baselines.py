@@ -35,9 +35,10 @@ the rank scheduler's worth: strato_knapsack_b<B>_sched / _nosched at every budge
 the default is off since fd6ca09, and runs made with it on under the old default are the _sched arms).
 A complete run is reused only if it was trained as its arm is defined now (config_drift): a default that changed
 since, or another lr, makes the arm fail with the differing keys named, never a silent mix.
-`--share-lora-runs`: a STRATO arm whose search (`strato plan`, seconds with the map cached) shows that it would
-train a complete LoRA arm's run exactly (gate closed, the uniform rank, no scheduler, peft's start, the same
-settings: bench/shared_runs.py) is recorded as that run instead of trained again; the report names every such arm.
+`--share-runs`: a STRATO arm whose search (`strato plan`, seconds with the map cached) shows that it would train a
+complete run exactly (LoRA's at the plan's uniform rank, or another STRATO arm's at its budget; gate closed, no
+scheduler, peft's start, the same settings: bench/shared_runs.py) is recorded as that run instead of trained again;
+the report names every such arm.
 
 Learning rates: each arm trains at its own lr, chosen on validation rows (TUNED_LR below; `--validation N
 --learning-rate LR` runs the grid), because one shared lr favours whichever method learns fastest at it (at 5e-4
@@ -320,12 +321,12 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
              validation: Optional[int] = None, learning_rate: Optional[float] = None,
-             lr_protocol: str = "tuned", share_lora: bool = False) -> list[dict[str, Any]]:
+             lr_protocol: str = "tuned", share: bool = False) -> list[dict[str, Any]]:
     """Train every arm x seed that is not complete yet; one failure does not stop the others. With ``isolate``
     each run gets a fresh process, so that its peak memory (RSS, GPU) and wall time are its own. A complete run
     trained with other settings than this benchmark asks (another lr protocol, a default changed since) is an
-    error for that arm, never counted as this one's. With ``share_lora`` a STRATO arm whose search shows that it
-    would train a complete LoRA run exactly is recorded as that run instead of trained (bench/shared_runs.py)."""
+    error for that arm, never counted as this one's. With ``share`` a STRATO arm whose search shows that it would
+    train a complete run exactly is recorded as that run instead of trained (``share_run``, bench/shared_runs.py)."""
     import subprocess
 
     from strato_peft.outputs import RunDirectory, run_dir_for
@@ -337,9 +338,9 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
         for arm in names:
             cfg = arm_config(task, arm, table[arm], seed, runs_dir, validation, learning_rate, lr_protocol)
             run = RunDirectory(run_dir_for(cfg))
-            if share_lora and cfg.peft.method == "strato" and not run.is_complete():
+            if share and cfg.peft.method == "strato" and not run.is_complete():
                 try:
-                    entry = share_lora_run(task, arm, seed, cfg, runs_dir, validation, learning_rate, lr_protocol)
+                    entry = share_run(task, arm, seed, cfg, runs_dir, validation, learning_rate, lr_protocol)
                 except subprocess.CalledProcessError as exc:
                     entry = None
                     print(f"[plan] {arm} seed {seed}: strato plan exited with code {exc.returncode}; training it",
@@ -380,11 +381,12 @@ def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isol
     return log
 
 
-def share_lora_run(task: str, arm: str, seed: int, cfg: Any, runs_dir: Path, validation: Optional[int] = None,
-                   learning_rate: Optional[float] = None, lr_protocol: str = "tuned") -> Optional[dict[str, Any]]:
-    """The sharing record of STRATO ``arm`` at ``seed`` if its search (``strato plan``) shows it would train the
-    complete LoRA run of the same rank and seed exactly (written, or found from an earlier call); else None, with
-    the reason printed."""
+def share_run(task: str, arm: str, seed: int, cfg: Any, runs_dir: Path, validation: Optional[int] = None,
+              learning_rate: Optional[float] = None, lr_protocol: str = "tuned") -> Optional[dict[str, Any]]:
+    """The sharing record of STRATO ``arm`` at ``seed`` if its search (``strato plan``) shows it would train a
+    complete run of the same seed exactly: LoRA's at the plan's uniform rank, else another STRATO arm's at the same
+    budget (PPO where the gate skipped the search: the knapsack arm's). Written, or found from an earlier call; else
+    None, with the reasons printed."""
     import json
 
     import shared_runs
@@ -394,33 +396,38 @@ def share_lora_run(task: str, arm: str, seed: int, cfg: Any, runs_dir: Path, val
     done = runs_dir / shared_runs.SHARED_DIR / f"{name}.json"
     if done.is_file():
         entry = json.loads(done.read_text())
-        print(f"[skip] {arm} seed {seed}: the run of {entry['lora_arm']} (recorded in {done})", flush=True)
+        print(f"[skip] {arm} seed {seed}: the run of {entry['same_arm']} (recorded in {done})", flush=True)
         return entry
     print(f"[plan] {arm} seed {seed}", flush=True)
     plan = shared_runs.plan_for(cfg, runs_dir, name)
-    rank, table = shared_runs.uniform_rank(plan), arms(task)
-    lora_arm = f"lora_all_r{rank}"
-    if lora_arm not in table:
-        print(f"[plan] {arm} seed {seed}: the plan is no LoRA arm's shape ({plan['modules']} modules, total rank "
-              f"{plan['total_rank']}); training it", flush=True)
-        return None
-    lora_cfg = arm_config(task, lora_arm, table[lora_arm], seed, runs_dir, validation, learning_rate, lr_protocol)
-    lora_run = RunDirectory(run_dir_for(lora_cfg))
-    if not lora_run.is_complete():
-        print(f"[plan] {arm} seed {seed}: would train {lora_arm}'s run, which is not complete; training it",
-              flush=True)
-        return None
-    why = shared_runs.differences(cfg, plan, lora_cfg, lora_run.final)
-    if why:
-        print(f"[plan] {arm} seed {seed}: not {lora_arm}'s run ({'; '.join(why)}); training it", flush=True)
-        return None
-    entry = {"arm": arm, "seed": seed, "lora_arm": lora_arm, "same_as": str(lora_run.final),
-             "plan": str(runs_dir / shared_runs.PLANS_DIR / f"{name}.json"),
-             "search_seconds": plan["search"]["total_seconds"], "map_gain": plan["search"]["map_gain"],
-             "skipped": plan["search"]["skipped"]}
-    path = shared_runs.record(runs_dir, name, entry)
-    print(f"[share] {arm} seed {seed}: the run of {lora_arm} (gate closed: {entry['skipped']}; {path})", flush=True)
-    return entry
+    table, why = arms(task), []
+    lora_arm = f"lora_all_r{shared_runs.uniform_rank(plan)}"
+    partners = ([lora_arm] if lora_arm in table else []) + [
+        n for n, p in table.items() if n != arm and p.get("method") == "strato" and p.get("budget") == cfg.peft.budget]
+    for other in partners:
+        other_cfg = arm_config(task, other, table[other], seed, runs_dir, validation, learning_rate, lr_protocol)
+        other_run = RunDirectory(run_dir_for(other_cfg))
+        if not other_run.is_complete():
+            why.append(f"{other}: not complete")
+            continue
+        if other == lora_arm:
+            diff = shared_runs.differences(cfg, plan, other_cfg, other_run.final)
+        else:
+            other_plan = json.loads((other_run.final / "adapter" / "strato_plan.json").read_text())
+            diff = shared_runs.strato_differences(cfg, plan, other_cfg, other_plan)
+        if diff:
+            why.append(f"{other}: {'; '.join(diff)}")
+            continue
+        entry = {"arm": arm, "seed": seed, "same_arm": other, "same_as": str(other_run.final),
+                 "plan": str(runs_dir / shared_runs.PLANS_DIR / f"{name}.json"),
+                 "search_seconds": plan["search"]["total_seconds"], "map_gain": plan["search"]["map_gain"],
+                 "skipped": plan["search"]["skipped"]}
+        path = shared_runs.record(runs_dir, name, entry)
+        print(f"[share] {arm} seed {seed}: the run of {other} (gate closed: {entry['skipped']}; {path})", flush=True)
+        return entry
+    print(f"[plan] {arm} seed {seed}: no complete run trains the same ({' | '.join(why) or 'no candidate'}); "
+          "training it", flush=True)
+    return None
 
 
 def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] = None,
@@ -772,9 +779,10 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
                          f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,} | {p['paired_gain']:+.2f} | "
                          f"{std} | {pval} | {p['call']} |")
     if summary.get("shared"):
-        lines += ["", "STRATO arms whose runs are LoRA runs (the search skipped, the uniform rank, no scheduler, "
-                  "peft's start: the same training, loss for loss; `--share-lora-runs` recorded it from `strato "
-                  "plan` instead of training it again; wall time = the LoRA run's + the search's): " + "; ".join(
+        lines += ["", "STRATO arms whose runs are other arms' runs (the search skipped: the uniform rank, no "
+                  "scheduler, peft's start, every other setting equal, so the same training; `--share-runs` "
+                  "recorded it from `strato plan` instead of training it again; wall time = that run's + the "
+                  "search's): " + "; ".join(
                       f"{n} = {', '.join(f'{lora} seed {s}' for s, lora in sorted(seeds.items()))}"
                       for n, seeds in sorted(summary["shared"].items())) + "."]
     if summary.get("earlier"):
@@ -885,9 +893,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="train in this process and write no summary (what each isolated run executes)")
     parser.add_argument("--base-model", action="store_true",
                         help="also score the untrained model on causal-LM tasks (once; cached in the runs folder)")
-    parser.add_argument("--share-lora-runs", action="store_true",
-                        help="a STRATO arm whose search (strato plan) shows it would train a complete LoRA arm's run "
-                        "exactly (gate closed, uniform rank, no scheduler) is recorded as that run, not trained again")
+    parser.add_argument("--share-runs", action="store_true",
+                        help="a STRATO arm whose search (strato plan) shows it would train a complete run exactly "
+                        "(LoRA's at its uniform rank, or another STRATO arm's at its budget: gate closed, no "
+                        "scheduler, peft's start) is recorded as that run, not trained again")
     args = parser.parse_args(argv)
     suffix = ("_validation" if args.validation else "") + ("_shared_lr" if args.lr_protocol == "shared" else "")
     args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
@@ -915,7 +924,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.summarize_only:
             logs[task] = run_arms(task, names, args.seeds, runs_dir, isolate=not args.in_process,
                                   validation=args.validation, learning_rate=args.learning_rate,
-                                  lr_protocol=args.lr_protocol, share_lora=args.share_lora_runs)
+                                  lr_protocol=args.lr_protocol, share=args.share_runs)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now

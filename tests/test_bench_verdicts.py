@@ -460,9 +460,17 @@ def test_a_strato_run_is_a_lora_run_only_when_every_condition_holds(bench, tmp_p
         why = shared_runs.differences(strato_cfg, plan, lora_cfg, lora)
         assert any(needle in w for w in why), (needle, why)
 
+    # PPO where the gate skipped its search trains what the knapsack arm of its budget trains (rank 5: no LoRA arm)
+    ppo, knapsack = cfg("strato_ppo_b0.7"), cfg("strato_knapsack_b0.7")
+    r5 = _plan(rank=5, alpha=16 / math.sqrt(5))
+    assert shared_runs.strato_differences(ppo, r5, knapsack, r5) == []
+    assert "the search ran in the other" in shared_runs.strato_differences(ppo, r5, knapsack, _plan(searched=True))
+    assert "the allocations differ" in shared_runs.strato_differences(ppo, r5, knapsack, _plan(rank=4))
+    assert any("peft.budget" in w for w in shared_runs.strato_differences(ppo, r5, cfg(), r5))
 
-def test_share_lora_runs_records_instead_of_training_and_the_summary_gives_the_lora_scores(bench, tmp_path,
-                                                                                            monkeypatch, capsys):
+
+def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared_scores(bench, tmp_path,
+                                                                                       monkeypatch, capsys):
     import shared_runs
 
     plans = []
@@ -472,24 +480,31 @@ def test_share_lora_runs_records_instead_of_training_and_the_summary_gives_the_l
     trained = []
     monkeypatch.setattr("subprocess.run", lambda *a, **k: trained.append(a))  # no training may start
     log = bench.run_arms("tweets", ["strato_knapsack_b0.5", "strato_knapsack_b0.5_sched"], [42], runs,
-                         share_lora=True)
+                         share=True)
     shared, other = log
     assert shared["status"] == "shared" and shared["same_as"].endswith("lora_all_r4_seed42")
     assert other["status"] == "done" and len(trained) == 1  # the scheduler arm trains (the stub stands in)
     assert "scheduler is on" in capsys.readouterr().out
     entry = json.loads((runs / "shared" / "strato_knapsack_b0.5_seed42.json").read_text())
-    assert entry["lora_arm"] == "lora_all_r4" and entry["search_seconds"] == 5.0
-    assert bench.run_arms("tweets", ["strato_knapsack_b0.5"], [42], runs, share_lora=True)[0]["status"] == "shared"
+    assert entry["same_arm"] == "lora_all_r4" and entry["search_seconds"] == 5.0
+    assert bench.run_arms("tweets", ["strato_knapsack_b0.5"], [42], runs, share=True)[0]["status"] == "shared"
     assert plans == ["strato_knapsack_b0.5_seed42", "strato_knapsack_b0.5_sched_seed42"]  # recorded: no new plan
+    # PPO at 0.7x (rank 5, no LoRA arm): the knapsack arm's complete run of that budget, by its recorded plan
+    r5 = _plan(rank=5, alpha=16 / math.sqrt(5))
+    _, knapsack = _lora_run(bench, runs, "strato_knapsack_b0.7", 42, MODULES)
+    (knapsack / "adapter" / "strato_plan.json").write_text(json.dumps(r5))
+    monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: r5)
+    ppo = bench.run_arms("tweets", ["strato_ppo_b0.7"], [42], runs, share=True)[0]
+    assert ppo["status"] == "shared" and ppo["same_as"] == str(knapsack)
 
     arms_ = {"lora_all_r4": {"n": 2, "mean": 74.5, "std": 0.7, "seed_scores": {42: 75.0, 43: 74.0}, "params": 4000,
                              "wall_seconds": 100.0, "original_criteria": {}},
              "strato_knapsack_b0.7": {"n": 1, "mean": 70.0, "std": None, "seed_scores": {42: 70.0}, "params": 5000,
                                       "wall_seconds": 90.0, "original_criteria": {}}}
-    entries = [{"arm": "strato_knapsack_b0.5", "seed": s, "lora_arm": "lora_all_r4", "search_seconds": 5.0}
+    entries = [{"arm": "strato_knapsack_b0.5", "seed": s, "same_arm": "lora_all_r4", "search_seconds": 5.0}
                for s in (42, 43)]
-    entries += [{"arm": "strato_knapsack_b0.7", "seed": 43, "lora_arm": "lora_all_r4", "search_seconds": 5.0},
-                {"arm": "strato_ppo_b0.5", "seed": 44, "lora_arm": "lora_all_r4", "search_seconds": 5.0}]
+    entries += [{"arm": "strato_knapsack_b0.7", "seed": 43, "same_arm": "lora_all_r4", "search_seconds": 5.0},
+                {"arm": "strato_ppo_b0.5", "seed": 44, "same_arm": "lora_all_r4", "search_seconds": 5.0}]
     merged = shared_runs.merge(arms_, entries)
     assert merged == {"strato_knapsack_b0.5": {42: "lora_all_r4", 43: "lora_all_r4"}}
     got = arms_["strato_knapsack_b0.5"]
