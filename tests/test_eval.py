@@ -313,6 +313,27 @@ def test_training_config_can_name_eval_tasks(make_config, capsys, tmp_path):
     assert not Path(bad.logging.output_dir).exists()
 
 
+def test_final_eval_off_skips_the_trainers_pass_and_eval_tasks_still_score_the_run(make_config, monkeypatch):
+    """training.final_eval: false: no trainer.evaluate() at the end (a forward over every eval row), the eval tasks
+    still score the run; without eval tasks that setting is refused (the run would have no score)."""
+    from transformers import Trainer
+
+    from strato_peft.errors import ConfigError
+
+    calls = []
+    original = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    result = train(make_config("llama", "lora", task={"eval_tasks": ["perplexity"], "eval_limit": 2},
+                               training={"final_eval": False}))
+    assert calls == [] and result.metrics["final_eval"] == {}
+    assert json.loads((result.run_dir / "eval_results.json").read_text())["tasks"]["perplexity"]["n"] == 2
+    on = train(make_config("llama", "lora", task={"eval_tasks": ["perplexity"], "eval_limit": 2},
+                           logging={"run_name": "on"}))
+    assert calls == [1] and "eval_loss" in on.metrics["final_eval"]
+    with pytest.raises(ConfigError, match="training.final_eval"):
+        make_config("llama", "lora", training={"final_eval": False})
+
+
 def test_a_run_is_complete_only_with_its_eval_tasks(make_config, monkeypatch):
     """Evaluations run before the run folder is moved into place: an interrupted one leaves no complete run."""
     import strato_peft.eval.runner as runner

@@ -180,7 +180,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
         tokens_before = json.loads((resume_from / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     session_tokens = trainer.state.num_input_tokens_seen - tokens_before
-    final_eval = trainer.evaluate()
+    final_eval = trainer.evaluate() if cfg.training.final_eval else {}
     if "eval_loss" in final_eval and task_type == "causal_lm":
         final_eval["eval_perplexity"] = float(math.exp(min(final_eval["eval_loss"], 50)))
     saved = _save_model(trainer.model, tokenizer, spec, method_ctx, run.staging)
