@@ -31,3 +31,11 @@ def write_report(out: str | Path, result: dict[str, Any], title: str, body: str)
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), f"# {title}\n\nCommand: `{result['command']}`  \n"
                                               f"Machine: {result['machine']}\n\n{body}")
+
+
+def flat_keys(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"dotted.key": value} (configs compared key by key)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out

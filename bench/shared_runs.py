@@ -48,13 +48,6 @@ def adapted_modules(run: Path) -> set[str]:
     return {k.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0] for k in keys if ".lora_A." in k}
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
-
-
 def uniform_rank(plan: dict[str, Any]) -> Optional[int]:
     """The plan's one rank if every module has it, else None."""
     ranks = set(plan["allocation"].values())
@@ -103,7 +96,9 @@ def strato_differences(strato_cfg: Any, plan: dict[str, Any], other_cfg: Any, ot
 
 def setting_differences(a_cfg: Any, b_cfg: Any, compared: Callable[[str], bool]) -> list[str]:
     """The config keys (dotted; logging aside: where a run writes is not what it trains) where two runs differ."""
-    a, b = _flat(a_cfg.to_yaml_dict()), _flat(b_cfg.to_yaml_dict())
+    from common import flat_keys
+
+    a, b = flat_keys(a_cfg.to_yaml_dict()), flat_keys(b_cfg.to_yaml_dict())
     keys = {k for k in set(a) | set(b) if not k.startswith("logging.") and compared(k)}
     return [f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the other run" for k in sorted(keys) if a.get(k) != b.get(k)]
 

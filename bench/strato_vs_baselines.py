@@ -66,7 +66,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import provenance, write_report  # noqa: E402
+from common import flat_keys, provenance, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_ARM = "lora_all_r8"
@@ -308,17 +308,10 @@ def config_drift(run_dir: Path, cfg: Any) -> list[str]:
         used = yaml.safe_load((run_dir / "config_used.yaml").read_text())
     except (OSError, yaml.YAMLError) as exc:
         return [f"config_used.yaml unreadable ({exc})"]
-    was, now = _flat(used if isinstance(used, dict) else {}), _flat(cfg.to_yaml_dict())
+    was, now = flat_keys(used if isinstance(used, dict) else {}), flat_keys(cfg.to_yaml_dict())
     ignored = DRIFT_IGNORED + (() if cfg.peft.method == "strato" else ("peft.strato.",))  # unused by other methods
     return [f"{k}: {was[k]!r} -> {now[k]!r}" for k in sorted(set(was) & set(now))
             if not k.startswith(ignored) and was[k] != now[k]]
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
 
 
 def run_arms(task: str, names: list[str], seeds: list[int], runs_dir: Path, isolate: bool = True,
