@@ -2,16 +2,16 @@
 
 Where STRATO's gate closes (map gain below ``min_map_gain``) and the rank scheduler is off, a STRATO run trains the
 budget's uniform LoRA: rank r on every module LoRA all-linear adapts, at LoRA's scale (rsLoRA's a/sqrt(r) with
-a = alpha/sqrt(r), i.e. alpha/r), from peft's init, with the same random draws (the search runs in ``preserved_rng``): the
-run of ``lora_all_r<r>`` at that seed, loss for loss (tests/test_strato.py::
+a = alpha/sqrt(r), i.e. alpha/r), from peft's init, with the same random draws (the search runs in
+``preserved_rng``): the run of ``lora_all_r<r>`` at that seed, loss for loss (tests/test_strato.py::
 test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed; on tweets' held-out split the two arms
-scored the same to the digit at r2, r4, r8 and r16, seeds 42-44; on addition bench/strato_lora_identity.py found
-STRATO 0.5x's and LoRA r4's first six steps identical bit for bit on SmolLM2-135M); and where a PPO arm's search is skipped it trains
-what the knapsack arm of its budget trains. With ``--share-runs`` the benchmark runs ``strato plan`` (the search
-alone, the map cached per seed) for a STRATO arm; when every condition of ``differences`` (against a LoRA run) or
-``strato_differences`` (against another STRATO arm's run) holds and that run is complete, it writes a record in
-``<runs>/<task>/shared/`` instead of training, and the summary gives the arm that run's score, its costs, and its
-wall time plus the search's.
+scored the same to the digit at r2, r4, r8 and r16, seeds 42-44; on addition, bench/strato_lora_identity.py found
+STRATO 0.5x's and LoRA r4's first six steps identical bit for bit on SmolLM2-135M). Where a PPO arm's search is
+skipped it trains what the knapsack arm of its budget trains. With ``--share-runs`` the benchmark runs ``strato
+plan`` (the search alone, the map cached per seed) for a STRATO arm; when every condition of ``differences``
+(against a LoRA run) or ``strato_differences`` (against another STRATO arm's run) holds and that run is complete,
+it writes a record in ``<runs>/<task>/shared/`` instead of training, and the summary gives the arm that run's
+score, its costs, and its wall time plus the search's.
 """
 
 from __future__ import annotations
