@@ -405,6 +405,10 @@ def share_run(task: str, arm: str, seed: int, cfg: Any, runs_dir: Path, validati
         if not other_run.is_complete():
             why.append(f"{other}: not complete")
             continue
+        drift = config_drift(other_run.final, other_cfg)
+        if drift:  # its run was trained as the arm was defined then, not now
+            why.append(f"{other}: its run was trained with other settings ({'; '.join(drift)})")
+            continue
         if other == lora_arm:
             diff = shared_runs.differences(cfg, plan, other_cfg, other_run.final)
         else:

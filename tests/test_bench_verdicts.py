@@ -496,6 +496,14 @@ def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared
     monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: r5)
     ppo = bench.run_arms("tweets", ["strato_ppo_b0.7"], [42], runs, share=True)[0]
     assert ppo["status"] == "shared" and ppo["same_as"] == str(knapsack)
+    # a partner run trained with other settings than its arm has now is no partner
+    _, stale = _lora_run(bench, runs, "lora_all_r8", 42, MODULES)
+    (stale / "config_used.yaml").write_text((stale / "config_used.yaml").read_text().replace(
+        "learning_rate: 0.002", "learning_rate: 0.0005"))
+    monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: _plan(rank=8, alpha=16 / math.sqrt(8)))
+    capsys.readouterr()
+    assert bench.run_arms("tweets", ["strato_knapsack_b1.0"], [42], runs, share=True)[0]["status"] == "done"
+    assert "lora_all_r8: its run was trained with other settings (training.learning_rate" in capsys.readouterr().out
 
     arms_ = {"lora_all_r4": {"n": 2, "mean": 74.5, "std": 0.7, "seed_scores": {42: 75.0, 43: 74.0}, "params": 4000,
                              "wall_seconds": 100.0, "original_criteria": {}},
