@@ -40,13 +40,20 @@ def plan_for(cfg: Any, runs_dir: Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def lora_a_module(key: str) -> Optional[str]:
+    """The module a saved peft adapter tensor belongs to if it is a lora_A weight
+    ("base_model.model.<module>.lora_A.weight" -> "<module>"), else None."""
+    if ".lora_A." not in key:
+        return None
+    return key.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0]
+
+
 def adapted_modules(run: Path) -> set[str]:
     """The module names a finished LoRA run adapted (its adapter file's lora_A keys; the header alone is read)."""
     from safetensors import safe_open
 
     with safe_open(str(run / "adapter" / "adapter_model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    return {k.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0] for k in keys if ".lora_A." in k}
+        return {m for m in map(lora_a_module, f.keys()) if m is not None}
 
 
 def uniform_rank(plan: dict[str, Any]) -> Optional[int]:
@@ -131,18 +138,18 @@ def merge(arms_: dict[str, dict[str, Any]], entries: list[dict[str, Any]], only:
     merged: dict[str, dict[int, str]] = {}
     walls: dict[str, list[float]] = {}
     for e in entries:
-        arm, seed, lora = e["arm"], int(e["seed"]), e["same_arm"]
-        if (only and arm not in only) or lora not in arms_ or seed not in arms_[lora]["seed_scores"]:
+        arm, seed, same = e["arm"], int(e["seed"]), e["same_arm"]
+        if (only and arm not in only) or same not in arms_ or seed not in arms_[same]["seed_scores"]:
             continue
         if arm in arms_ and (seed in arms_[arm]["seed_scores"] or arm not in walls):
             continue  # an arm with runs of its own keeps them (a seed it ran is never replaced)
-        base = arms_[lora]
+        base = arms_[same]
         if arm not in arms_:
             arms_[arm] = {**base, "seed_scores": {}, "original_criteria": None}
             walls[arm] = []
         arms_[arm]["seed_scores"][seed] = base["seed_scores"][seed]
         walls[arm].append((base["wall_seconds"] or 0.0) + e["search_seconds"])
-        merged.setdefault(arm, {})[seed] = lora
+        merged.setdefault(arm, {})[seed] = same
     for arm in merged:
         a, scores = arms_[arm], list(arms_[arm]["seed_scores"].values())
         a["n"], a["mean"] = len(scores), statistics.fmean(scores)

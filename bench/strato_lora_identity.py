@@ -21,6 +21,7 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import provenance, write_report  # noqa: E402
+from shared_runs import lora_a_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
@@ -33,8 +34,8 @@ def adapter_updates(run_dir: Path) -> dict[str, Any]:
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     out = {}
     for key, a in weights.items():
-        if ".lora_A." in key:
-            name = key.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0]
+        name = lora_a_module(key)
+        if name is not None:
             scale = (conf.get("alpha_pattern") or {}).get(name, conf["lora_alpha"]) / \
                 (conf.get("rank_pattern") or {}).get(name, conf["r"])
             out[name] = scale * weights[key.replace(".lora_A.", ".lora_B.")] @ a
