@@ -19,15 +19,44 @@ def provenance(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "overwrite")},
     }
 
 
-def write_report(out: str | Path, result: dict[str, Any], title: str, body: str) -> None:
-    """``<out>.json`` with every figure and ``<out>.md`` with the title, command, machine and ``body``."""
+REPORT_SUFFIXES = (".json", ".md")
+
+
+def add_output_args(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--out`` (the report's path without suffix) and ``--overwrite`` (replace a report already there)."""
+    parser.add_argument("--out", default=default, help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace the report at --out if there is one "
+                        "(without it an existing report is an error, checked before any work)")
+
+
+def existing_report(out: str | Path, extra: tuple[str, ...] = ()) -> list[Path]:
+    """The files of a report at ``out`` (``.json``, ``.md`` and any ``extra`` suffixes) that exist."""
+    return [p for p in (Path(out).with_suffix(s) for s in (*REPORT_SUFFIXES, *extra)) if p.exists()]
+
+
+def refuse_existing_report(parser: argparse.ArgumentParser, out: str | Path, overwrite: bool,
+                           extra: tuple[str, ...] = ()) -> None:
+    """Stop with an error naming the files, before any work, when a report is at ``out`` and overwrite is off: an
+    earlier benchmark's figures are never replaced silently."""
+    found = existing_report(out, extra)
+    if found and not overwrite:
+        parser.error(f"--out: a report is already there ({', '.join(map(str, found))}); pass --overwrite to "
+                     "replace it or choose another --out")
+
+
+def write_report(out: str | Path, result: dict[str, Any], title: str, body: str, overwrite: bool = False) -> None:
+    """``<out>.json`` with every figure and ``<out>.md`` with the title, command, machine and ``body``; an existing
+    report there is replaced only with ``overwrite`` (FileExistsError otherwise)."""
     from strato_peft.outputs import atomic_write_json, atomic_write_text
 
     out = Path(out)
+    found = existing_report(out)
+    if found and not overwrite:
+        raise FileExistsError(f"a report is already at {', '.join(map(str, found))}; pass overwrite to replace it")
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), f"# {title}\n\nCommand: `{result['command']}`  \n"
                                               f"Machine: {result['machine']}\n\n{body}")

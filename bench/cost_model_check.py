@@ -37,7 +37,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import provenance, write_report  # noqa: E402
+from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
 
 MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 MODELS = {"smollm2-135m": ("causal_lm", None), "minilm-l6": ("classification", 2)}
@@ -225,8 +225,9 @@ def main() -> int:
     parser.add_argument("--real", choices=["first", "all", "none"], default="first",
                         help="SmolLM2 allocations also measured on real weights (MiniLM always is)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(HERE / "results" / "cost_model_check"))
+    add_output_args(parser, str(HERE / "results" / "cost_model_check"), "report path without suffix")
     args = parser.parse_args()
+    refuse_existing_report(parser, args.out, args.overwrite)
     if sys.platform.startswith("linux") and MMAP_ENV not in os.environ:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "65536"})
 
@@ -237,7 +238,7 @@ def main() -> int:
     result = {**provenance(args), "malloc_mmap_threshold": os.environ.get(MMAP_ENV), "rows": rows,
               "seconds": round(time.perf_counter() - start, 1)}
     result["all_params_exact"] = all(r["error"]["params"] == 0 for r in rows)
-    write_report(args.out, result, "LoRA cost model vs measurement", render(rows, args))
+    write_report(args.out, result, "LoRA cost model vs measurement", render(rows, args), overwrite=args.overwrite)
     print(json.dumps({"all_params_exact": result["all_params_exact"], "seconds": result["seconds"]}))
     return 0 if result["all_params_exact"] else 1
 

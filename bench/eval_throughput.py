@@ -19,7 +19,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import provenance, write_report  # noqa: E402
+from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -28,8 +28,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=32, help="GSM8K prompts")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--out", default=str(HERE / "results" / "eval_throughput"))
+    add_output_args(parser, str(HERE / "results" / "eval_throughput"), "report path without suffix")
     args = parser.parse_args()
+    refuse_existing_report(parser, args.out, args.overwrite)
 
     from strato_peft.config.schema import ModelConfig, TaskConfig
     from strato_peft.data.sources import load_source
@@ -70,7 +71,7 @@ def main() -> int:
         "| arm | samples/s | seconds |\n|---|---|---|\n"
         f"| strato (batch {args.batch_size}, left padding, KV cache) | {result['batched_samples_per_s']:.3f} | {ours_s:.1f} |\n"
         f"| plain loop | {result['plain_samples_per_s']:.3f} | {plain_s:.1f} |\n\n"
-        f"Ratio: **{result['ratio']:.2f}** (target >= 3.0); extracted answers agree on {agree:.0%} of prompts.\n"))
+        f"Ratio: **{result['ratio']:.2f}** (target >= 3.0); extracted answers agree on {agree:.0%} of prompts.\n"), overwrite=args.overwrite)
     print({k: result[k] for k in ("batched_samples_per_s", "plain_samples_per_s", "ratio", "answer_agreement")})
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import provenance, write_report  # noqa: E402
+from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
 from shared_runs import lora_a_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -76,14 +76,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lora-arm", default="lora_all_r4")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", help="default: bench/results/strato_lora_identity_<task>")
+    add_output_args(parser, None, "default: bench/results/strato_lora_identity_<task>")
     args = parser.parse_args(argv)
+    args.out = args.out or str(ROOT / "results" / f"strato_lora_identity_{args.task}")
+    refuse_existing_report(parser, args.out, args.overwrite)
     for arm in (args.strato_arm, args.lora_arm):
         if arm not in bench.arms(args.task):
             parser.error(f"unknown arm {arm!r} for task {args.task}")
     with tempfile.TemporaryDirectory() as work:
         result = compare(args.task, args.strato_arm, args.lora_arm, args.seed, args.steps, Path(work))
-    out = Path(args.out or ROOT / "results" / f"strato_lora_identity_{args.task}")
     body = (f"{args.strato_arm} vs {args.lora_arm}, {args.task}, seed {args.seed}, {args.steps} steps: "
             f"**{'identical' if result['identical'] else 'NOT identical'}** (losses equal: {result['losses_equal']}; "
             f"{result['modules']} modules, same set: {result['same_modules']}; max |update difference| "
@@ -91,7 +92,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{'ran' if result['strato_searched'] else 'skipped, ' + str(result['strato_skipped'])}).\n\n"
             + "\n".join(f"- {arm}: {', '.join(f'{x:.6f}' for x in ls)}" for arm, ls in result["losses"].items())
             + "\n")
-    write_report(out, {**provenance(args), **result}, "STRATO (gate closed) against the LoRA run it shares", body)
+    write_report(args.out, {**provenance(args), **result}, "STRATO (gate closed) against the LoRA run it shares", body,
+                 overwrite=args.overwrite)
     print(body)
     return 0 if result["identical"] else 1
 

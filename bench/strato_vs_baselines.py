@@ -66,7 +66,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import flat_keys, provenance, write_report  # noqa: E402
+from common import add_output_args, flat_keys, provenance, refuse_existing_report, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_ARM = "lora_all_r8"
@@ -871,7 +871,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--runs-dir", nargs="+", help="default: bench/runs/strato_vs_baselines[_validation]"
                         "[_shared_lr]; with "
                         "--summarize-only several folders may be given, summarized as one set of runs")
-    parser.add_argument("--out", help="default: bench/results/strato_vs_baselines[_validation][_shared_lr]")
+    add_output_args(parser, None, "default: bench/results/strato_vs_baselines[_validation][_shared_lr]")
     parser.add_argument("--validation", type=int, metavar="N",
                         help="score every run on N validation rows (from the training pool, outside the held-out "
                         "split) instead of the held-out split: for choosing settings; own runs and results folders")
@@ -902,6 +902,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if len(args.runs_dir) > 1 and not args.summarize_only:
         parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
     args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
+    if not args.in_process:  # before any run: an hour of training must not end on a refused report
+        refuse_existing_report(parser, args.out, args.overwrite, (".png",))
     if (args.earlier_results or args.pairs) and not args.summarize_only:
         parser.error("--earlier-results and --pairs go with --summarize-only")
     pairs = []
@@ -943,7 +945,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out)
     result = {**provenance(args), "tasks": summaries, "run_log": logs}
     body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())
-    write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body)
+    write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body,
+                 overwrite=args.overwrite)
     pareto_png(summaries, out.with_suffix(".png"))
     print(body)
     if failed:

@@ -27,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import provenance, write_report  # noqa: E402
+from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
 
 
 def plain_trainer_tokens_per_s(model_dir: str, records: list[dict], args: argparse.Namespace) -> dict:
@@ -120,8 +120,9 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=["q_proj", "v_proj"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", default=str(HERE / "results" / "train_throughput"))
+    add_output_args(parser, str(HERE / "results" / "train_throughput"), "report path without suffix")
     args = parser.parse_args()
+    refuse_existing_report(parser, args.out, args.overwrite)
 
     torch.set_num_threads(torch.get_num_threads())
     model_dir, records = records_like_strato(args)
@@ -145,7 +146,7 @@ def main() -> int:
         "| arm | real tokens/s (median) | runs |\n|---|---|---|\n"
         f"| strato (length-grouped SFT) | {med(ours):.1f} | {runs['ours']} |\n"
         f"| plain Trainer + peft (padded) | {med(plain):.1f} | {runs['plain']} |\n\n"
-        f"Ratio: **{result['ratio']:.2f}** (target >= 1.0)\n"))
+        f"Ratio: **{result['ratio']:.2f}** (target >= 1.0)\n"), overwrite=args.overwrite)
     print(json.dumps({k: result[k] for k in ("strato_tokens_per_s_median", "plain_tokens_per_s_median", "ratio")}))
     return 0
 

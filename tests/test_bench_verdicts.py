@@ -204,7 +204,7 @@ def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(b
     assert summary["arms"]["strato_knapsack_b0.5"]["mean"] == pytest.approx(73.5)
 
 
-def test_summary_of_several_runs_folders_judges_the_whole_curve(bench, tmp_path):
+def test_summary_of_several_runs_folders_judges_the_whole_curve(bench, tmp_path, capsys):
     """Budgets run on different days sit in different folders; --summarize-only over all of them gives one curve,
     and training into several folders is refused."""
     import json
@@ -221,13 +221,17 @@ def test_summary_of_several_runs_folders_judges_the_whole_curve(bench, tmp_path)
     curve = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]["curve"]
     assert sorted(map(float, curve["points"])) == [0.125, 0.25, 0.5, 1.0, 2.0]
     assert curve["beats_whole_curve"] is True  # +0.05 points at every budget; one folder alone has no verdict
-    assert bench.main(["--summarize-only", "--runs-dir", str(day1), "--out", str(out)]) == 0
+    before = out.with_suffix(".json").read_text()
+    with pytest.raises(SystemExit):  # an earlier report is replaced only on request, and left as it was
+        bench.main(["--summarize-only", "--runs-dir", str(day1), "--out", str(out)])
+    assert "--overwrite" in capsys.readouterr().err and out.with_suffix(".json").read_text() == before
+    assert bench.main(["--summarize-only", "--runs-dir", str(day1), "--out", str(out), "--overwrite"]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]["curve"]["beats_whole_curve"] is None
     with pytest.raises(SystemExit):
         bench.main(["--task", "tweets", "--runs-dir", str(day1), str(day2), "--out", str(out)])
     # --arms with --summarize-only: the summary covers those arms alone
     assert bench.main(["--summarize-only", "--arms", "lora_all_r1", "strato_knapsack_b0.125", "--runs-dir", str(day1),
-                       str(day2), "--out", str(out)]) == 0
+                       str(day2), "--out", str(out), "--overwrite"]) == 0
     tweets = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
     assert sorted(tweets["arms"]) == ["lora_all_r1", "strato_knapsack_b0.125"]
     assert list(map(float, tweets["curve"]["points"])) == [0.125]
@@ -382,9 +386,11 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
     with pytest.raises(SystemExit, match="no 'tasks' in it"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
-        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results", str(bad)])
+        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results", str(bad),
+                    "--overwrite"])
     with pytest.raises(SystemExit):  # A:B or nothing
-        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--pairs", "lora_all_r1"])
+        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--pairs", "lora_all_r1",
+                    "--overwrite"])
 
 
 def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_path, monkeypatch, capsys):
@@ -397,13 +403,15 @@ def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_
     out = tmp_path / "report"
     out.with_suffix(".md").write_text("earlier report")
     runs = tmp_path / "runs"
-    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out)]) == 1
+    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out),
+                       "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert "no complete runs under" in err and "tweets lora_all_r2 seed 42" in err and "no report written" in err
     assert out.with_suffix(".md").read_text() == "earlier report" and not out.with_suffix(".json").exists()
 
     write_config(runs / "tweets", "lora_all_r1", [0.70, 0.71], trainable=R1, wall=100.0)
-    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out)]) == 1
+    assert bench.main(["--task", "tweets", "--arms", "lora_all_r2", "--runs-dir", str(runs), "--out", str(out),
+                       "--overwrite"]) == 1
     assert "lora_all_r1" in out.with_suffix(".md").read_text() and out.with_suffix(".json").is_file()
     assert "failed runs (the report covers the complete ones): tweets lora_all_r2 seed 42" in capsys.readouterr().err
 
@@ -520,3 +528,19 @@ def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared
     assert got["std"] == pytest.approx(math.sqrt(0.5)) and got["wall_seconds"] == 105.0 and got["params"] == 4000
     assert arms_["strato_knapsack_b0.7"]["seed_scores"] == {42: 70.0}  # runs of its own: left as they are
     assert "strato_ppo_b0.5" not in arms_  # the LoRA run of seed 44 is not there
+
+
+def test_write_report_replaces_an_earlier_report_only_when_asked(bench, tmp_path):
+    """Every benchmark writes through common.write_report: an existing <out>.json/.md is an error unless overwrite,
+    and the earlier report stays as it was."""
+    import common
+
+    out = tmp_path / "report"
+    result = {"command": "python bench/x.py", "machine": {"device": "cpu"}, "value": 1}
+    common.write_report(out, result, "title", "first")
+    with pytest.raises(FileExistsError, match="report.json"):
+        common.write_report(out, {**result, "value": 2}, "title", "second")
+    assert "first" in out.with_suffix(".md").read_text() and '"value": 1' in out.with_suffix(".json").read_text()
+    common.write_report(out, {**result, "value": 2}, "title", "second", overwrite=True)
+    assert "second" in out.with_suffix(".md").read_text() and '"value": 2' in out.with_suffix(".json").read_text()
+    assert common.existing_report(tmp_path / "none") == []
