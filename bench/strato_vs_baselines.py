@@ -231,6 +231,12 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # the level fill's first level is every block at rank 1, LoRA r1 itself)
     out[f"strato_layers_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "layers",
                                                   "budget": BELOW_CURVE_BUDGET}
+    # the trained-update map (map_estimator: update; the gradient map ranks addition's modules against where LoRA
+    # puts its update): at r1's cost, where the gradient map's pick won on tweets and lost on addition; at 0.5x; and
+    # at 2x, where on tweets it opens the gate that the gradient map keeps closed
+    for budget in (0.125, 0.5, 2.0):
+        out[f"strato_knapsack_b{budget}_update"] = {"method": "strato", "solver": "knapsack", "budget": budget,
+                                                    "strato": {"map_estimator": "update"}}
     return out
 
 

@@ -107,6 +107,85 @@ def test_sensitivity_cache_is_reused_and_keyed_by_data(tmp_path):
     assert sorted(m.info["cached"] for m in rebuilt) == [False, True]
 
 
+def test_update_spectra_are_the_singular_values_of_each_modules_output_change_over_real_tokens():
+    """The r x r moment shortcut equals the direct SVD of s * B A X over the unpadded tokens, per module; padded
+    positions do not count; the directions are an orthonormal basis of B A's row space; the model is left as it was
+    (train mode, no hooks)."""
+    from peft import LoraConfig, get_peft_model
+
+    from strato_peft.strato.layers import lora_layers
+    from strato_peft.strato.update_map import update_spectra
+
+    model = get_peft_model(tiny_llama(), LoraConfig(r=3, lora_alpha=6, target_modules=["q_proj", "down_proj"]))
+    g = torch.Generator().manual_seed(1)
+    for layer in lora_layers(model).values():  # a trained-looking update: B != 0
+        layer.lora_B["default"].weight.data = torch.randn(layer.lora_B["default"].weight.shape, generator=g)
+    batches = random_batches(2)
+    batches[1]["attention_mask"][:, 8:] = 0  # padding at the end of the second batch
+    inputs: dict[str, list[torch.Tensor]] = {}
+    layers = lora_layers(model)
+    handles = [layer.register_forward_hook(lambda m, i, o, n=n: inputs.setdefault(n, []).append(i[0].detach()))
+               for n, layer in layers.items()]
+    model.train()
+    spectra, directions, tokens = update_spectra(model, batches)
+    for h in handles:
+        h.remove()
+    assert model.training and tokens == 4 * 12 + 4 * 8
+    assert all(not layer.lora_A["default"]._forward_hooks for layer in layers.values())
+    for name, layer in layers.items():
+        x = torch.cat([xs[m.bool()] for xs, m in zip(inputs[name], (b["attention_mask"] for b in batches))])
+        dw = layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        expected = torch.linalg.svdvals(x @ dw.T.detach()) / math.sqrt(tokens)
+        torch.testing.assert_close(torch.tensor(spectra[name]), expected[:3], rtol=1e-4, atol=1e-6)
+        v = directions[name]
+        torch.testing.assert_close(v @ v.T, torch.eye(3), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dw.detach() @ v.T @ v, dw.detach(), rtol=1e-4, atol=1e-5)  # B A's row space
+
+
+@pytest.mark.parametrize("kind,task", [("llama", "causal_lm"), ("bert", "classification")])
+def test_update_map_trains_a_uniform_lora_measures_it_and_leaves_the_model_and_rng_alone(kind, task, make_config,
+                                                                                         one_thread, tmp_path,
+                                                                                         monkeypatch):
+    """map_estimator 'update': the plan's map comes from a trained LoRA of map_rank on every candidate (its spectra
+    have map_rank values; an untrained one would be all zeros), it is cached with the training in its key (another
+    lr is another entry), the base model's weights and modules are unchanged, and the search draws no random number
+    the training would have drawn."""
+    from strato_peft.data import load_task_data
+    from strato_peft.models import load_model, load_tokenizer
+    from strato_peft.platform import resolve_platform
+    from strato_peft.strato.planner import make_plan
+    from strato_peft.training.seed import preserved_rng
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    strato = {"map_estimator": "update", "map_rank": 2, "sensitivity_batches": 2, "min_map_gain": 0.0}
+    cfg = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": strato}, training={"batch_size": 2})
+    data = load_task_data(cfg.task, cfg.seed)
+    model = load_model(cfg.model, task, 2 if task == "classification" else None, "cpu", torch.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = {n: type(m) for n, m in model.named_modules()}
+    tokenizer, platform = load_tokenizer(cfg.model), resolve_platform("cpu")
+    torch.manual_seed(7)
+    with preserved_rng():
+        plan = make_plan(cfg, model, tokenizer, data, platform, total_steps=20)
+    draw = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(draw, torch.rand(1))
+    assert plan.sensitivity["estimator"].startswith("singular values of the output change of LoRA r2 trained 2 steps")
+    assert plan.sensitivity["cached"] is False
+    sites = adaptable_sites(model)
+    totals = plan.sensitivity["per_module_total"]
+    assert set(totals) == {s.name for s in sites} and sum(v > 0 for v in totals.values()) > len(sites) // 2
+    assert set(plan.directions) == {s.name for s in sites}
+    assert plan.budget.usage(plan.predicted)["params"] <= 1.0 + 1e-9
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before) and {n: type(m) for n, m in model.named_modules()} == types
+    again = make_plan(cfg, model, tokenizer, data, platform, total_steps=20)
+    assert again.sensitivity["cached"] is True and again.allocation == plan.allocation
+    other = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": strato},
+                        training={"batch_size": 2, "learning_rate": 5e-3})
+    assert make_plan(other, model, tokenizer, data, platform, total_steps=20).sensitivity["cached"] is False
+
+
 # --- gradient-aligned start -------------------------------------------------------------------------------------
 
 def _first_b_gradients(model, batches):

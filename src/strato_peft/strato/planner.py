@@ -119,8 +119,22 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     batches = sensitivity_batches(cfg, model, tokenizer, data, platform, n_batches)
     key_parts = {"model": model_fingerprint(model, str(cfg.model.path or cfg.model.name)), "task": cfg.task.name,
                  "task_type": data.task_type, "max_length": cfg.task.max_length}
+    build = None
+    if s.map_estimator == "update":
+        from strato_peft.strato.update_map import build_update_map
+
+        map_rank = s.map_rank or reference_rank(cfg)
+        # the map now depends on a training: everything that shapes it joins the cache key
+        key_parts.update(estimator="update", map_rank=map_rank, seed=cfg.seed,
+                         peft={"alpha": cfg.peft.alpha, "dropout": cfg.peft.dropout, "init": s.init,
+                               "modules_to_save": cfg.peft.modules_to_save, "bias": cfg.peft.bias},
+                         training=cfg.training.model_dump(mode="json"))
+
+        def build():
+            return build_update_map(cfg, model, tokenizer, data, platform, batches, sites, map_rank, n_batches,
+                                    rslora_alpha(cfg.peft.alpha, map_rank))
     smap = load_or_build(cache_dir() / "sensitivity" if s.cache else None, key_parts, model, batches, sites,
-                         s.max_rank)
+                         s.max_rank, build)
     sensitivity_seconds = time.perf_counter() - start
 
     value = smap.share if s.map_value == "share" else smap.value

@@ -12,9 +12,10 @@ import copy
 import random
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -82,44 +83,53 @@ def _take_out(peft_model: Any, base_model: torch.nn.Module) -> None:
         setattr(base_model.get_submodule(parent_name) if parent_name else base_model, attr, original)
 
 
-def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data: Any, platform: Any, steps: int,
-               alpha: float, directions: Optional[Mapping[str, torch.Tensor]] = None
-               ) -> Callable[[Mapping[str, int]], ProbeOutcome]:
-    """A function that trains ``allocation`` for ``steps`` steps and returns minus the validation loss
-    (probe_data.eval) as its score. The LoRA layers go into ``base_model`` itself and are taken out again with
-    peft's ``unload()`` (the frozen base weights are never written), so a probe holds no second copy of the model;
-    only when ``peft.bias`` trains the base model's biases does it work on a copy. LoRA starts as the final
-    training will (``peft.strato.init``, with the sensitivity map's ``directions``)."""
+@contextmanager
+def trained_lora(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, data: Any, platform: Any, steps: int,
+                 allocation: Mapping[str, int], alpha: float,
+                 directions: Optional[Mapping[str, torch.Tensor]] = None) -> Iterator[tuple[Any, Any]]:
+    """``allocation``'s LoRA (rsLoRA at ``alpha``) trained ``steps`` steps on ``data``'s first rows inside
+    ``base_model`` itself, yielded as (peft model, trainer) and taken out again with peft's ``unload()`` afterwards
+    (the frozen base weights are never written; only when ``peft.bias`` trains the base model's biases does it work
+    on a copy). LoRA starts as the final training will (``peft.strato.init``, with the map's ``directions``)."""
+    from peft import get_peft_model
+
     from strato_peft.methods.base import peft_task_type
     from strato_peft.strato.init import apply_init
     from strato_peft.training.seed import seed_everything
 
+    seed_everything(cfg.seed)
+    in_place = cfg.peft.bias == "none"
+    grad_flags = {n: p.requires_grad for n, p in base_model.named_parameters()}
+    lcfg = training_lora_config(allocation, alpha, cfg.peft.dropout, peft_task_type(data.task_type),
+                                cfg.peft.modules_to_save, cfg.peft.bias)
+    model = get_peft_model(base_model if in_place else copy.deepcopy(base_model), lcfg)
+    try:
+        apply_init(model, cfg.peft.strato.init, directions or {}, cfg.peft.strato.init_min_rank)
+        with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
+            trainer = _trainer(cfg, model, tokenizer, data, platform, Path(tmp), steps)
+            trainer.train()
+            yield model, trainer
+    finally:
+        if in_place:
+            _take_out(model, base_model)
+            for n, p in base_model.named_parameters():
+                p.requires_grad_(grad_flags[n])
+
+
+def make_probe(cfg: Any, base_model: torch.nn.Module, tokenizer: Any, probe_data: Any, platform: Any, steps: int,
+               alpha: float, directions: Optional[Mapping[str, torch.Tensor]] = None
+               ) -> Callable[[Mapping[str, int]], ProbeOutcome]:
+    """A function that trains ``allocation`` for ``steps`` steps (``trained_lora``: in ``base_model`` itself, no
+    second copy of the model) and returns minus the validation loss (probe_data.eval) as its score."""
     probe_data = first_rows_for(probe_data, cfg, steps)
 
     def probe(allocation: Mapping[str, int]) -> ProbeOutcome:
-        from peft import get_peft_model
-
         start = time.perf_counter()
-        seed_everything(cfg.seed)
-        in_place = cfg.peft.bias == "none"
-        grad_flags = {n: p.requires_grad for n, p in base_model.named_parameters()}
-        lcfg = training_lora_config(allocation, alpha, cfg.peft.dropout, peft_task_type(probe_data.task_type),
-                                    cfg.peft.modules_to_save, cfg.peft.bias)
-        model = get_peft_model(base_model if in_place else copy.deepcopy(base_model), lcfg)
-        try:
-            apply_init(model, cfg.peft.strato.init, directions or {}, cfg.peft.strato.init_min_rank)
-            with tempfile.TemporaryDirectory(prefix="strato-probe-") as tmp:
-                trainer = _trainer(cfg, model, tokenizer, probe_data, platform, Path(tmp), steps)
-                trainer.train()
-                metrics = trainer.evaluate()
-            del trainer
-        finally:
-            if in_place:
-                _take_out(model, base_model)
-                for n, p in base_model.named_parameters():
-                    p.requires_grad_(grad_flags[n])
+        with trained_lora(cfg, base_model, tokenizer, probe_data, platform, steps, allocation, alpha,
+                          directions) as (_, trainer):
+            metrics = trainer.evaluate()
+        del trainer
         loss = float(metrics["eval_loss"])
-        del model
         return ProbeOutcome(score=-loss, seconds=time.perf_counter() - start,
                             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 

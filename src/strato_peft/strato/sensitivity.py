@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
@@ -176,7 +176,9 @@ def model_fingerprint(model: torch.nn.Module, identity: str) -> str:
     h = hashlib.sha256(identity.encode())
     cfg = getattr(model, "config", None)
     if cfg is not None:
-        h.update(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+        # problem_type: transformers' classifiers fill it in on their first forward with labels (inferred from the
+        # labels, so it says nothing new); left in, a model would change fingerprint once a map or probe ran it
+        h.update(json.dumps({**cfg.to_dict(), "problem_type": None}, sort_keys=True, default=str).encode())
     for i, (name, p) in enumerate(model.named_parameters()):
         if i % 7 == 0 and p.device.type != "meta":
             h.update(name.encode())
@@ -185,9 +187,11 @@ def model_fingerprint(model: torch.nn.Module, identity: str) -> str:
 
 
 def load_or_build(cache_dir: Optional[Path], key_parts: Mapping[str, Any], model: torch.nn.Module,
-                  batches: Sequence[Mapping[str, Any]], sites: Sequence[ModuleSite], max_rank: int
-                  ) -> SensitivityMap:
-    """The cached map for these (model, data, settings) if there is one, else build it and cache it atomically."""
+                  batches: Sequence[Mapping[str, Any]], sites: Sequence[ModuleSite], max_rank: int,
+                  build: Optional[Callable[[], SensitivityMap]] = None) -> SensitivityMap:
+    """The cached map for these (model, data, settings) if there is one, else build it (``build``, by default the
+    gradient map of ``batches``) and cache it atomically. ``key_parts`` must name everything ``build`` depends on
+    beyond the model, the batches, the sites and ``max_rank``."""
     key = cache_key({**key_parts, "data": data_fingerprint(batches), "sites": [s.name for s in sites],
                      "max_rank": max_rank})
     path = cache_dir / f"{key}.json" if cache_dir else None
@@ -199,7 +203,7 @@ def load_or_build(cache_dir: Optional[Path], key_parts: Mapping[str, Any], model
         smap.directions = load_file(str(vectors))
         smap.info.update(cached=True, cache_file=str(path))
         return smap
-    smap = build_sensitivity(model, batches, sites, max_rank)
+    smap = build() if build is not None else build_sensitivity(model, batches, sites, max_rank)
     smap.info.update(cached=False, key=key)
     if path is not None:
         from safetensors.torch import save_file
