@@ -184,6 +184,13 @@ def test_update_map_trains_a_uniform_lora_measures_it_and_leaves_the_model_and_r
     other = make_config(kind, "strato", task, peft={"budget": 0.5, "strato": strato},
                         training={"batch_size": 2, "learning_rate": 5e-3})
     assert make_plan(other, model, tokenizer, data, platform, total_steps=20).sensitivity["cached"] is False
+    # the map values ranks up to the rank it trained and no module gets more; by default that rank is the reference
+    # rank (4) or, at a budget whose uniform LoRA has a higher rank (2x r4: rank 8), that one
+    assert max(plan.allocation.values()) <= 2
+    wide = make_config(kind, "strato", task, peft={"budget": 2.0, "strato": {**strato, "map_rank": None}},
+                       training={"batch_size": 2})
+    plan = make_plan(wide, model, tokenizer, data, platform, total_steps=20)
+    assert plan.sensitivity["rank"] == 8 and max(plan.allocation.values()) <= 8
 
 
 # --- gradient-aligned start -------------------------------------------------------------------------------------

@@ -69,8 +69,9 @@ class StratoSearchConfig(_Section):
         "change of a uniform LoRA of `map_rank` trained `sensitivity_batches` steps at the run's lr (where training "
         "puts its update: on addition the gradient map ranks modules against it, Spearman -0.25, while LoRA r1-r8 "
         "runs agree with each other at 0.92-0.96). 'update' costs those training steps.")
-    map_rank: Optional[int] = Field(None, gt=0, description="map_estimator 'update': rank of the LoRA it trains "
-                                    "(None: the reference rank).")
+    map_rank: Optional[int] = Field(None, gt=0, description="map_estimator 'update': rank of the LoRA it trains, "
+                                    "and the highest rank any module gets (the map values no rank above it); None: "
+                                    "the reference rank, or the budget's uniform rank where that is higher.")
     cache: bool = Field(True, description="Cache the sensitivity map on disk ($STRATO_CACHE/sensitivity).")
     map_value: Literal["gradient", "share"] = Field(
         "gradient", description="How the sensitivity map values rank r at a module: 'gradient' is the first-order gain "

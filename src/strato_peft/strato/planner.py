@@ -119,11 +119,17 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     batches = sensitivity_batches(cfg, model, tokenizer, data, platform, n_batches)
     key_parts = {"model": model_fingerprint(model, str(cfg.model.path or cfg.model.name)), "task": cfg.task.name,
                  "task_type": data.task_type, "max_length": cfg.task.max_length}
+    problem = AllocationProblem(sites=sites, value=lambda site, r: 0.0, site_usage=budget.site_usage,
+                                weights=budget.weights, max_rank=s.max_rank, seed=cfg.seed)
+    uniform_rank = budget_rank(problem)  # from the costs alone; the map's values come next
     build = None
     if s.map_estimator == "update":
         from strato_peft.strato.update_map import build_update_map
 
-        map_rank = s.map_rank or reference_rank(cfg)
+        # the map values ranks up to the rank it trained, no further: at least the budget's uniform LoRA's, so that
+        # the map can compare the uniform allocation with any other; no module gets more
+        map_rank = min(s.max_rank, s.map_rank or max(reference_rank(cfg), uniform_rank))
+        problem.max_rank = map_rank
         # the map now depends on a training: everything that shapes it joins the cache key
         key_parts.update(estimator="update", map_rank=map_rank, seed=cfg.seed,
                          peft={"alpha": cfg.peft.alpha, "dropout": cfg.peft.dropout, "init": s.init,
@@ -138,10 +144,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     sensitivity_seconds = time.perf_counter() - start
 
     value = smap.share if s.map_value == "share" else smap.value
-    problem = AllocationProblem(sites=sites, value=lambda site, r: value(site.name, r),
-                                site_usage=budget.site_usage, weights=budget.weights, max_rank=s.max_rank,
-                                seed=cfg.seed)
-    alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem))
+    problem.value = lambda site, r: value(site.name, r)
+    alpha = rslora_alpha(cfg.peft.alpha, uniform_rank)
     if fast_dev_run:  # exercises the search path whatever the run's length
         probe_steps, max_probes = 2, min(s.max_probes, 2)
     else:
