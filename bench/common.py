@@ -26,6 +26,15 @@ def provenance(args: argparse.Namespace) -> dict[str, Any]:
 REPORT_SUFFIXES = (".json", ".md")
 
 
+def report_file(out: str | Path, suffix: str) -> Path:
+    """``<out><suffix>``: the suffix is appended, so a dotted name (``run_b0.5``) keeps its dots (Path.with_suffix
+    would give ``run_b0.json``); an ``out`` already ending in a report suffix has it replaced."""
+    out = Path(out)
+    if out.suffix in (*REPORT_SUFFIXES, ".png"):
+        out = out.with_suffix("")
+    return out.with_name(out.name + suffix)
+
+
 def add_output_args(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
     """``--out`` (the report's path without suffix) and ``--overwrite`` (replace a report already there)."""
     parser.add_argument("--out", default=default, help=help)
@@ -35,7 +44,7 @@ def add_output_args(parser: argparse.ArgumentParser, default: str | None, help: 
 
 def existing_report(out: str | Path, extra: tuple[str, ...] = ()) -> list[Path]:
     """The files of a report at ``out`` (``.json``, ``.md`` and any ``extra`` suffixes) that exist."""
-    return [p for p in (Path(out).with_suffix(s) for s in (*REPORT_SUFFIXES, *extra)) if p.exists()]
+    return [p for p in (report_file(out, s) for s in (*REPORT_SUFFIXES, *extra)) if p.exists()]
 
 
 def refuse_existing_report(parser: argparse.ArgumentParser, out: str | Path, overwrite: bool,
@@ -57,8 +66,8 @@ def write_report(out: str | Path, result: dict[str, Any], title: str, body: str,
     found = existing_report(out)
     if found and not overwrite:
         raise FileExistsError(f"a report is already at {', '.join(map(str, found))}; pass overwrite to replace it")
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), f"# {title}\n\nCommand: `{result['command']}`  \n"
+    atomic_write_json(report_file(out, ".json"), result)
+    atomic_write_text(report_file(out, ".md"), f"# {title}\n\nCommand: `{result['command']}`  \n"
                                               f"Machine: {result['machine']}\n\n{body}")
 
 

@@ -66,7 +66,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_output_args, flat_keys, provenance, refuse_existing_report, write_report  # noqa: E402
+from common import add_output_args, flat_keys, provenance, refuse_existing_report, report_file, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_ARM = "lora_all_r8"
@@ -953,7 +953,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())
     write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body,
                  overwrite=args.overwrite)
-    pareto_png(summaries, out.with_suffix(".png"))
+    pareto_png(summaries, report_file(out, ".png"))
     print(body)
     if failed:
         print(f"failed runs (the report covers the complete ones): {', '.join(failed)}", file=sys.stderr)

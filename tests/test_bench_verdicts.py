@@ -544,3 +544,9 @@ def test_write_report_replaces_an_earlier_report_only_when_asked(bench, tmp_path
     common.write_report(out, {**result, "value": 2}, "title", "second", overwrite=True)
     assert "second" in out.with_suffix(".md").read_text() and '"value": 2' in out.with_suffix(".json").read_text()
     assert common.existing_report(tmp_path / "none") == []
+    # dotted names keep their dots (Path.with_suffix would write run_b0.json for both of these)
+    for name in ("run_b0.5", "run_b0.7"):
+        common.write_report(tmp_path / name, result, "title", name)
+    assert (tmp_path / "run_b0.5.md").read_text().endswith("run_b0.5") and (tmp_path / "run_b0.7.json").is_file()
+    assert not (tmp_path / "run_b0.json").exists()
+    assert common.report_file(tmp_path / "x.json", ".md") == tmp_path / "x.md"
