@@ -550,3 +550,47 @@ def test_write_report_replaces_an_earlier_report_only_when_asked(bench, tmp_path
     assert (tmp_path / "run_b0.5.md").read_text().endswith("run_b0.5") and (tmp_path / "run_b0.7.json").is_file()
     assert not (tmp_path / "run_b0.json").exists()
     assert common.report_file(tmp_path / "x.json", ".md") == tmp_path / "x.md"
+
+
+def test_map_agreement_ranks_a_map_against_trained_updates(bench, tmp_path):
+    """bench/map_agreement.py: each module's update energy is |scale * B A|^2 with the adapter's own scale (rank_pattern,
+    rsLoRA), and the map and runs are compared by Spearman overall and within a module type."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    import map_agreement
+
+    names = [f"model.layers.{i}.self_attn.{p}" for i in range(4) for p in ("q_proj", "v_proj")]
+    g = torch.Generator().manual_seed(0)
+
+    def adapter(run, ranks, rslora, grow):
+        tensors = {}
+        for k, n in enumerate(names):
+            r = ranks.get(n, 2)
+            tensors[f"base_model.model.{n}.lora_A.weight"] = torch.randn(r, 6, generator=g)
+            tensors[f"base_model.model.{n}.lora_B.weight"] = torch.randn(5, r, generator=g) * (1 + k) ** grow
+        (run / "adapter").mkdir(parents=True)
+        save_file(tensors, str(run / "adapter" / "adapter_model.safetensors"))
+        (run / "adapter" / "adapter_config.json").write_text(json.dumps(
+            {"r": 2, "lora_alpha": 4, "use_rslora": rslora, "rank_pattern": ranks, "alpha_pattern": {}}))
+        return tensors
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    tensors = adapter(one, {names[0]: 3}, True, 3)
+    adapter(two, {}, False, 3)
+    energy = map_agreement.update_energy(one)
+    a, b = tensors[f"base_model.model.{names[0]}.lora_A.weight"], tensors[f"base_model.model.{names[0]}.lora_B.weight"]
+    assert energy[names[0]] == pytest.approx(float(((4 / 3 ** 0.5) * b @ a).pow(2).sum()), rel=1e-5)
+    assert set(energy) == set(names)
+    grow, shrink = tmp_path / "grow.json", tmp_path / "shrink.json"
+    grow.write_text(json.dumps({"spectra": {n: [float(k + 1)] for k, n in enumerate(names)}}))
+    shrink.write_text(json.dumps({"spectra": {n: [float(len(names) - k)] for k, n in enumerate(names)}}))
+    up = map_agreement.agreement(grow, [one, two], rank=1)
+    down = map_agreement.agreement(shrink, [one, two], rank=1)
+    # B grows as (1+k)^3 with the module index: energy is ordered as the "grow" map (up to the random draws)
+    assert up["rows"][0]["a"] == "map" and up["rows"][0]["all"] > 0.8 and down["rows"][0]["all"] < -0.8
+    assert up["types"] == ["q_proj", "v_proj"] and up["rows"][0]["by_type"]["q_proj"] is not None
+    assert [(r["a"], r["b"]) for r in up["rows"]] == [("map", "one"), ("map", "two"), ("one", "two")]
+    assert "| map | one |" in map_agreement.render(up)
