@@ -69,7 +69,8 @@ class StratoSearchConfig(_Section):
         "change of a uniform LoRA of `map_rank` trained `sensitivity_batches` steps at the run's lr (where training "
         "puts its update: on addition the gradient map ranks modules against it, Spearman -0.25, while LoRA r1-r8 "
         "runs agree with each other at 0.92-0.96). 'update' costs those training steps; on tweets validation at "
-        "0.125x its pick scored ~2 points below the gradient map's (six seeds), so 'gradient' stays the default.")
+        "0.125x its pick scored ~2 points below the gradient map's (six seeds), so 'gradient' stays the default. With "
+        "`init: gradient`, the start then takes the trained update's input directions (B A's row space).")
     map_rank: Optional[int] = Field(None, gt=0, description="map_estimator 'update': rank of the LoRA it trains, "
                                     "and the highest rank any module gets (the map values no rank above it); None: "
                                     "the reference rank, or the budget's uniform rank where that is higher.")
