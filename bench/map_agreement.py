@@ -23,27 +23,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
-from shared_runs import lora_a_module  # noqa: E402
+from shared_runs import adapter_updates  # noqa: E402
 
 
 def update_energy(run: Path) -> dict[str, float]:
     """Module -> |scale * B A|_F^2 of the run's saved LoRA adapter."""
-    import torch
-    from safetensors.torch import load_file
-
-    cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
-    tensors = load_file(str(run / "adapter" / "adapter_model.safetensors"))
-    ranks, alphas = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-    out = {}
-    for key, a in tensors.items():
-        module = lora_a_module(key)
-        if module is None:
-            continue
-        b = tensors[key.replace(".lora_A.", ".lora_B.")]
-        r, alpha = ranks.get(module, a.shape[0]), alphas.get(module, cfg["lora_alpha"])
-        scale = alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
-        out[module] = float(((scale * b.float() @ a.float()) ** 2).sum())
-    return out
+    return {name: float(update.pow(2).sum()) for name, update in adapter_updates(run).items()}
 
 
 def spearman(a: dict[str, float], b: dict[str, float], names: list[str]) -> Optional[float]:

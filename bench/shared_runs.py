@@ -48,6 +48,24 @@ def lora_a_module(key: str) -> Optional[str]:
     return key.split("base_model.model.", 1)[1].split(".lora_A.", 1)[0]
 
 
+def adapter_updates(run_dir: Path) -> dict[str, Any]:
+    """Module name -> scale * B @ A of a run's saved LoRA adapter (per-module scale from alpha_pattern / rank_pattern;
+    alpha / sqrt(r) where the adapter uses rsLoRA)."""
+    from safetensors.torch import load_file
+
+    conf = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    ranks, alphas = conf.get("rank_pattern") or {}, conf.get("alpha_pattern") or {}
+    out = {}
+    for key, a in weights.items():
+        name = lora_a_module(key)
+        if name is not None:
+            r, alpha = ranks.get(name, conf["r"]), alphas.get(name, conf["lora_alpha"])
+            scale = alpha / (r ** 0.5 if conf.get("use_rslora") else r)
+            out[name] = scale * weights[key.replace(".lora_A.", ".lora_B.")].float() @ a.float()
+    return out
+
+
 def adapted_modules(run: Path) -> set[str]:
     """The module names a finished LoRA run adapted (its adapter file's lora_A keys; the header alone is read)."""
     from safetensors import safe_open

@@ -21,25 +21,9 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_output_args, provenance, refuse_existing_report, write_report  # noqa: E402
-from shared_runs import lora_a_module  # noqa: E402
+from shared_runs import adapter_updates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-
-
-def adapter_updates(run_dir: Path) -> dict[str, Any]:
-    """Module name -> scale * B @ A of a saved adapter (per-module scale from alpha_pattern / rank_pattern)."""
-    from safetensors.torch import load_file
-
-    conf = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
-    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
-    out = {}
-    for key, a in weights.items():
-        name = lora_a_module(key)
-        if name is not None:
-            scale = (conf.get("alpha_pattern") or {}).get(name, conf["lora_alpha"]) / \
-                (conf.get("rank_pattern") or {}).get(name, conf["r"])
-            out[name] = scale * weights[key.replace(".lora_A.", ".lora_B.")] @ a
-    return out
 
 
 def compare(task: str, strato_arm: str, lora_arm: str, seed: int, steps: int, work: Path) -> dict[str, Any]:

@@ -34,12 +34,14 @@ def validation_split(data: Any, n: int, seed: int) -> tuple[Any, Any]:
     return replace(data, train=rest, eval=val), replace(data, train=val, eval=val)
 
 
-def first_rows_for(data: Any, cfg: Any, steps: int) -> Any:
+def first_rows_for(data: Any, cfg: Any, steps: int, with_eval: bool = True) -> Any:
     """``data`` cut to the training rows ``steps`` optimizer steps consume: a probe or the sensitivity pass then
     tokenizes only those (not the whole set each time), and every probe sees the same rows in the same order, so
-    candidates differ by their allocation alone."""
+    candidates differ by their allocation alone. ``with_eval=False``: the eval set cut to one row, for passes that
+    never evaluate (the trainer tokenizes its eval set all the same)."""
     t = cfg.training
-    return replace(data, train=list(data.train[: max(1, steps) * t.batch_size * t.gradient_accumulation_steps]))
+    rows = list(data.train[: max(1, steps) * t.batch_size * t.gradient_accumulation_steps])
+    return replace(data, train=rows) if with_eval else replace(data, train=rows, eval=rows[:1])
 
 
 def _trainer(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, workdir: Path, steps: int,
@@ -58,8 +60,7 @@ def sensitivity_batches(cfg: Any, model: Any, tokenizer: Any, data: Any, platfor
                         ) -> list[Mapping[str, Any]]:
     """``n`` training batches (of the first rows ``n`` steps use) exactly as the trainer collates them (same
     tokenisation and masking)."""
-    rows = first_rows_for(data, cfg, n)
-    rows = replace(rows, eval=rows.train[:1])  # the trainer tokenizes its eval set, which this pass never reads
+    rows = first_rows_for(data, cfg, n, with_eval=False)
     with tempfile.TemporaryDirectory(prefix="strato-sens-") as tmp:
         trainer = _trainer(cfg, model, tokenizer, rows, platform, Path(tmp), steps=1)
         batches = []

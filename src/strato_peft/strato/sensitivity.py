@@ -75,7 +75,7 @@ def _weight(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
     return inner.weight
 
 
-def _batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -120,7 +120,7 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
             w.grad = None
         model.eval()  # no dropout: the expected gradient, not a noisy one
         for batch in batches:
-            batch = _batch_to(batch, device)
+            batch = batch_to(batch, device)
             loss = model(**batch).loss
             loss.backward()
             n_batches += 1

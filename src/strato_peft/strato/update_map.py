@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from strato_peft.strato.layers import lora_layers
-from strato_peft.strato.sensitivity import SensitivityMap
+from strato_peft.strato.sensitivity import SensitivityMap, batch_to
 from strato_peft.strato.sites import ModuleSite
 
 
@@ -61,7 +61,7 @@ def update_spectra(model: torch.nn.Module, batches: Sequence[Mapping[str, Any]],
         model.eval()
         with torch.no_grad():
             for batch in batches:
-                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                batch = batch_to(batch, device)
                 attention = batch.get("attention_mask")
                 mask["m"] = attention.bool() if attention is not None else None
                 tokens += int(attention.sum()) if attention is not None else int(batch["input_ids"].numel())
@@ -93,13 +93,10 @@ def build_update_map(cfg: Any, model: torch.nn.Module, tokenizer: Any, data: Any
                      alpha: float) -> SensitivityMap:
     """Train LoRA of ``rank`` on every site for ``steps`` steps on ``data``'s first rows (``probe.trained_lora``,
     inside ``model``, taken out afterwards) and measure its output change per module on ``batches``."""
-    from dataclasses import replace
-
     from strato_peft.strato.probe import first_rows_for, trained_lora
 
     start = time.perf_counter()
-    rows = first_rows_for(data, cfg, steps)
-    rows = replace(rows, eval=rows.train[:1])  # the trainer tokenizes an eval set this never reads
+    rows = first_rows_for(data, cfg, steps, with_eval=False)
     with trained_lora(cfg, model, tokenizer, rows, platform, steps, {s.name: rank for s in sites},
                       alpha) as (peft_model, trainer):
         spectra, directions, tokens = update_spectra(peft_model, batches)
