@@ -146,31 +146,27 @@ def records(runs_dirs: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def merge(arms_: dict[str, dict[str, Any]], entries: list[dict[str, Any]], only: Optional[list[str]] = None
-          ) -> dict[str, dict[int, str]]:
+def merge(arms_: dict[str, dict[str, Any]], entries: list[dict[str, Any]], scale: float,
+          only: Optional[list[str]] = None) -> dict[str, dict[int, str]]:
     """Give each recorded arm that has no runs of its own the scores of the runs it shares at the recorded seeds:
-    costs from that arm, wall time its plus the search's; an arm with runs of its own is left as it is. Returns arm
-    -> seed -> the arm whose run it is, for what was merged."""
-    import statistics
+    costs from that arm's run of the seed, wall time its plus the search's; an arm with runs of its own is left as it
+    is. Returns arm -> seed -> the arm whose run it is, for what was merged."""
+    from arm_stats import restate, seed_costs_from_means
 
     merged: dict[str, dict[int, str]] = {}
-    walls: dict[str, list[float]] = {}
     for e in entries:
         arm, seed, same = e["arm"], int(e["seed"]), e["same_arm"]
         if (only and arm not in only) or same not in arms_ or seed not in arms_[same]["seed_scores"]:
             continue
-        if arm in arms_ and (seed in arms_[arm]["seed_scores"] or arm not in walls):
+        if arm in arms_ and (seed in arms_[arm]["seed_scores"] or arm not in merged):
             continue  # an arm with runs of its own keeps them (a seed it ran is never replaced)
         base = arms_[same]
         if arm not in arms_:
-            arms_[arm] = {**base, "seed_scores": {}, "original_criteria": None}
-            walls[arm] = []
+            arms_[arm] = {**base, "seed_scores": {}, "seed_costs": {}, "original_criteria": None}
+        costs = (base.get("seed_costs") or seed_costs_from_means(base))[seed]
         arms_[arm]["seed_scores"][seed] = base["seed_scores"][seed]
-        walls[arm].append((base["wall_seconds"] or 0.0) + e["search_seconds"])
+        arms_[arm]["seed_costs"][seed] = {**costs, "wall_seconds": (costs["wall_seconds"] or 0.0) + e["search_seconds"]}
         merged.setdefault(arm, {})[seed] = same
     for arm in merged:
-        a, scores = arms_[arm], list(arms_[arm]["seed_scores"].values())
-        a["n"], a["mean"] = len(scores), statistics.fmean(scores)
-        a["std"] = statistics.stdev(scores) if len(scores) > 1 else None
-        a["wall_seconds"] = statistics.fmean(walls[arm])
+        restate(arms_[arm], scale)
     return merged

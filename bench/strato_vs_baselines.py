@@ -482,41 +482,50 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
             "peak_memory_bytes": row.get("peak_memory_bytes") if own_peak else None,
             "wall_seconds": row.get("wall_time_seconds"),
             "original_criteria": row.get("verdicts"),
+            "seed_costs": {r["seed"]: {"params": r["trainable_params"], "adapter_flops": r["adapter_flops_per_token"],
+                                       "peak_memory_bytes": r["peak_memory_bytes"] if own_peak else None,
+                                       "wall_seconds": r["wall_time_seconds"]} for r in runs},
         }
+    import earlier_results
     import shared_runs
 
     dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
-    summary["shared"] = shared_runs.merge(summary["arms"], shared_runs.records(dirs), only)
+    summary["shared"] = shared_runs.merge(summary["arms"], shared_runs.records(dirs), scale, only)
     summary["earlier"] = {}
     for path in earlier or []:
-        for name, arm in earlier_arms(path, task).items():
-            if name not in summary["arms"] and (not only or name in only):
-                summary["arms"][name] = arm
-                summary["earlier"][name] = str(path)
+        for name, seeds in earlier_results.join(summary["arms"], summary["shared"], path, task, scale, only).items():
+            summary["earlier"].setdefault(name, {})[str(path)] = seeds
+    summary["comparison"] = {k: comparison[k] for k in ("metric", "baseline", "thresholds", "run_counts")}
+    judge_original_criteria(summary)
     summary["pairs"] = {f"{a} - {b}": paired_row(summary["arms"], a, b) for a, b in pairs or []}
     summary["verdicts"] = higher_bar(summary["arms"])
     summary["curve"] = curve_verdict(summary["arms"], summary["verdicts"])
     summary["scheduler"] = scheduler_worth(summary["arms"])
-    summary["comparison"] = {k: comparison[k] for k in ("metric", "baseline", "thresholds", "run_counts")}
     return summary
 
 
-def earlier_arms(path: Path, task: str) -> dict[str, dict[str, Any]]:
-    """The arms a results file of this benchmark holds for ``task`` (none if it has no such task; seed keys back to
-    ints after JSON)."""
-    import json
+def judge_original_criteria(summary: dict[str, Any]) -> None:
+    """The original criteria of every arm with runs (or seeds) of its own, against the reference arm (LoRA r8, else
+    the highest frontier rank) over all the seeds each has, runs folders and earlier results alike; arms that are
+    other arms' runs (``shared``) are not judged twice. Sets the summary's baseline to the reference."""
+    from strato_peft.experiments.compare import judge
+    from strato_peft.experiments.metric import MetricSpec
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"--earlier-results {path}: cannot read it as JSON ({exc})") from None
-    tasks = data.get("tasks") if isinstance(data, dict) else None
-    if not isinstance(tasks, dict):
-        raise SystemExit(f"--earlier-results {path}: no 'tasks' in it (expected a results file of this benchmark, "
-                         "e.g. bench/results/strato_vs_baselines.json)")
-    found = (tasks.get(task) or {}).get("arms") or {}
-    return {name: {**arm, "seed_scores": {int(k): v for k, v in (arm.get("seed_scores") or {}).items()}}
-            for name, arm in found.items()}
+    arms_, metric = summary["arms"], MetricSpec(**summary["comparison"]["metric"])
+    ref_name = next((n for n in reference_order() if arms_.get(n, {}).get("mean") is not None), None)
+    if ref_name is None:
+        return  # no frontier arm: compare's own baseline and criteria stand
+
+    def row(a: dict[str, Any]) -> dict[str, Any]:  # compare's row: the metric's own units (fractions, not points)
+        return {"mean": None if a["mean"] is None else a["mean"] / metric.scale,
+                "std": None if a["std"] is None else a["std"] / metric.scale, "n": a["n"],
+                "trainable_params": a["params"], "adapter_flops_per_token": a["adapter_flops"]}
+    ref = row(arms_[ref_name])
+    for name, a in arms_.items():
+        if name not in summary["shared"]:
+            own = row(a)
+            a["original_criteria"] = judge(own, ref if name != ref_name else own, metric)
+    summary["comparison"]["baseline"] = ref_name
 
 
 def paired_row(arms_: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, Any]:
@@ -575,6 +584,14 @@ def reference_order() -> list[str]:
     return [REFERENCE_ARM, *(f"lora_all_r{r}" for r in reversed(FRONTIER_RANKS) if f"lora_all_r{r}" != REFERENCE_ARM)]
 
 
+def at_least(score: float, other: float) -> bool:
+    """score >= other, forgiving float round-off only (the same run's score summed in another order can come out
+    1e-14 below itself: a tie is "at or above")."""
+    from strato_peft.experiments.verdicts import at_most
+
+    return at_most(other, score)
+
+
 def best_frontier_at_cost(arms_: dict[str, dict[str, Any]], params: float) -> Optional[str]:
     """The LoRA all-linear rank that scores best among those costing no more than ``params`` (within 1%)."""
     names = [f"lora_all_r{r}" for r in FRONTIER_RANKS if arms_.get(f"lora_all_r{r}", {}).get("mean") is not None
@@ -603,10 +620,10 @@ def higher_bar(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
                   and arms_[k]["mean"] is not None and at_half_or_more}
         wall_ratio = (a["wall_seconds"] / ref["wall_seconds"]) if a["wall_seconds"] and ref["wall_seconds"] else None
         checks = {
-            "beats_frontier_at_cost": None if best_frontier is None else a["mean"] >= best_frontier,
+            "beats_frontier_at_cost": None if best_frontier is None else at_least(a["mean"], best_frontier),
             "frontier_best_at_cost": best_frontier,
             "frontier_arm_at_cost": frontier_arm,
-            **{f"beats_{k}": a["mean"] >= v for k, v in others.items()},
+            **{f"beats_{k}": at_least(a["mean"], v) for k, v in others.items()},
             "wall_reference": ref_name,
             "wall_time_ratio": wall_ratio,
             "wall_time_ok": None if wall_ratio is None else wall_ratio <= 1.2,
@@ -650,7 +667,8 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
     complete = {0.5, *CURVE_BUDGETS} <= set(ordered)  # a point at each frontier rank's params (r1 ... r16)
     calls = [p["call"] for p in ordered.values()]
     return {"points": ordered,
-            "beats_whole_curve": all(p["margin"] >= 0 for p in ordered.values()) if complete else None,
+            "beats_whole_curve": all(at_least(p["score"], p["frontier_best_at_cost"]) for p in ordered.values())
+            if complete else None,
             "wins": calls.count("win"), "ties": calls.count("tie"), "losses": calls.count("loss"),
             "below_curve": dict(sorted(below.items()))}
 
@@ -791,9 +809,12 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
                       f"{n} = {', '.join(f'{lora} seed {s}' for s, lora in sorted(seeds.items()))}"
                       for n, seeds in sorted(summary["shared"].items())) + "."]
     if summary.get("earlier"):
-        lines += ["", "Arms taken from earlier results files (no runs folder given has them; their original-criteria "
-                  "column was judged against that file's reference): " + "; ".join(
-                      f"{n} ({f})" for n, f in sorted(summary["earlier"].items())) + "."]
+        lines += ["", "Seeds taken from earlier results files (no runs folder given has them; run folders are lost "
+                  "with a machine, the files keep per-seed scores; every arm's statistics and original criteria are "
+                  "over all its seeds): " + "; ".join(
+                      f"{n} seed{'s' if sum(map(len, files.values())) > 1 else ''} "
+                      + ", ".join(f"{', '.join(map(str, seeds))} ({f})" for f, seeds in files.items())
+                      for n, files in sorted(summary["earlier"].items())) + "."]
     sched = summary.get("scheduler") or {}
     if sched.get("points"):
         lines += ["", "The rank scheduler's worth: STRATO with it minus the same allocation without it (each arm's "

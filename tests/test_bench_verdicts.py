@@ -47,6 +47,17 @@ def test_higher_bar_against_the_frontier_mlp_dora_and_r8_wall_time(bench):
     assert seven["wall_time_ok"] is False and seven["beats_dora_all_r4"] is True
 
 
+def test_a_tie_with_the_same_run_is_at_or_above_it_despite_float_round_off(bench):
+    """A STRATO arm that is LoRA r1's run, its mean summed in another order (1e-14 below), is at or above r1; a
+    real shortfall of 0.01 is not."""
+    mean = (96.53 + 96.13 + 94.98) / 3
+    arms = {"lora_all_r1": arm(mean, R1, 100.0), "lora_all_r8": arm(95.0, 8 * R1, 100.0),
+            "strato_knapsack_b0.125": arm(mean - 1e-14, R1, 100.0), "strato_knapsack_b0.25": arm(mean - 0.01, R1, 100.0)}
+    v = bench.higher_bar(arms)
+    assert v["strato_knapsack_b0.125"]["beats_frontier_at_cost"] is True
+    assert v["strato_knapsack_b0.25"]["beats_frontier_at_cost"] is False
+
+
 def test_higher_bar_without_r8_runs_uses_the_highest_rank_present(bench):
     """CPU re-runs hold only some arms: the wall-time reference is the highest frontier rank there, and r8's params
     (for the 'from 0.5x up' MLP/DoRA checks) follow from that rank's."""
@@ -375,7 +386,7 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
                        str(earlier.with_suffix(".json")), "--pairs", "lora_top_half_r1:lora_all_r1",
                        "lora_top_half_r1:lora_all_r16"]) == 0
     tweets = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
-    assert tweets["earlier"] == {"lora_all_r1": str(earlier.with_suffix(".json"))}
+    assert tweets["earlier"] == {"lora_all_r1": {str(earlier.with_suffix(".json")): [42, 43, 44]}}
     assert tweets["arms"]["lora_top_half_r1"]["mean"] == pytest.approx(72.0)  # the new runs, not the file's 60.0
     pair = tweets["pairs"]["lora_top_half_r1 - lora_all_r1"]
     assert pair["paired_seeds"] == 3 and pair["paired_gain"] == pytest.approx(2.0)
@@ -391,6 +402,56 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
     with pytest.raises(SystemExit):  # A:B or nothing
         bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--pairs", "lora_all_r1",
                     "--overwrite"])
+
+
+def test_earlier_results_add_the_seeds_the_runs_lack_and_every_statistic_is_over_all_seeds(bench, tmp_path):
+    """Seed 42 of an arm in a committed results file and seeds 43-44 in new runs make one arm of three seeds (mean,
+    std, per-seed walls, original criteria against the reference's three seeds); a seed with a run is never taken
+    from the file; an arm trained at another lr there is refused, not mixed."""
+    import json
+
+    from test_compare import write_config
+
+    old = tmp_path / "old"
+    write_config(old / "tweets", "lora_all_r8", [0.75], trainable=8 * R1, wall=200.0)
+    write_config(old / "tweets", "lora_all_r1", [0.70, 0.71, 0.69], trainable=R1, wall=100.0)
+    write_config(old / "tweets", "lora_top_half_r1", [0.60], trainable=R1 // 2, wall=90.0)
+    earlier = tmp_path / "earlier"
+    assert bench.main(["--summarize-only", "--runs-dir", str(old), "--out", str(earlier)]) == 0
+    earlier_json = earlier.with_suffix(".json")
+    assert json.loads(earlier_json.read_text())["tasks"]["tweets"]["arms"]["lora_all_r8"]["seed_costs"]["42"][
+        "wall_seconds"] == 200.0
+    new = tmp_path / "new"
+    write_config(new / "tweets", "lora_all_r8", [0.77, 0.76], seeds=[43, 44], trainable=8 * R1, wall=300.0)
+    write_config(new / "tweets", "lora_top_half_r1", [0.72], trainable=R1 // 2, wall=90.0)
+    out = tmp_path / "summary"
+    assert bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results",
+                       str(earlier_json)]) == 0
+    tweets = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
+    assert tweets["earlier"] == {"lora_all_r8": {str(earlier_json): [42]},
+                                 "lora_all_r1": {str(earlier_json): [42, 43, 44]}}
+    r8 = tweets["arms"]["lora_all_r8"]
+    assert r8["seed_scores"] == {"42": 75.0, "43": 77.0, "44": 76.0} and r8["n"] == 3
+    assert r8["mean"] == pytest.approx(76.0) and r8["std"] == pytest.approx(1.0)
+    assert r8["wall_seconds"] == pytest.approx((200.0 + 300.0 + 300.0) / 3) and r8["params"] == 8 * R1
+    assert r8["original_criteria"]["stability"]["figures"]["n"] == 3
+    assert tweets["arms"]["lora_top_half_r1"]["seed_scores"] == {"42": 72.0}  # its run, not the file's 60.0
+    # every arm is judged against the reference over all its seeds (the file judged r1 against r8's seed 42 alone)
+    accuracy = tweets["arms"]["lora_all_r1"]["original_criteria"]["accuracy"]["figures"]
+    assert accuracy["baseline_mean"] == pytest.approx(76.0) and accuracy["gain"] == pytest.approx(-6.0)
+    assert tweets["comparison"]["baseline"] == "lora_all_r8"
+    report = out.with_suffix(".md").read_text()
+    assert f"lora_all_r1 seeds 42, 43, 44 ({earlier_json})" in report and f"lora_all_r8 seed 42 ({earlier_json})" in report
+    assert "| lora_all_r8 | 3 |" in report
+
+    for run in (new / "tweets").glob("*/*/lora_all_r8_seed*"):
+        (run / "config_used.yaml").write_text(f"seed: {run.name[-2:]}\ntraining:\n  learning_rate: 0.0005\n")
+    data = json.loads(earlier_json.read_text())
+    data["tasks"]["tweets"]["arms"]["lora_all_r8"]["learning_rates"] = [0.002]
+    earlier_json.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="arm lora_all_r8 has learning_rates"):
+        bench.main(["--summarize-only", "--runs-dir", str(new), "--out", str(out), "--earlier-results",
+                    str(earlier_json), "--overwrite"])
 
 
 def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_path, monkeypatch, capsys):
@@ -513,19 +574,24 @@ def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared
     assert bench.run_arms("tweets", ["strato_knapsack_b1.0"], [42], runs, share=True)[0]["status"] == "done"
     assert "lora_all_r8: its run was trained with other settings (training.learning_rate" in capsys.readouterr().out
 
+    costs = {"params": 4000, "adapter_flops": 8000, "peak_memory_bytes": None}
     arms_ = {"lora_all_r4": {"n": 2, "mean": 74.5, "std": 0.7, "seed_scores": {42: 75.0, 43: 74.0}, "params": 4000,
-                             "wall_seconds": 100.0, "original_criteria": {}},
+                             "wall_seconds": 110.0, "original_criteria": {}, "held_out_examples": 1000,
+                             "seed_costs": {42: {**costs, "wall_seconds": 100.0}, 43: {**costs, "wall_seconds": 120.0}}},
              "strato_knapsack_b0.7": {"n": 1, "mean": 70.0, "std": None, "seed_scores": {42: 70.0}, "params": 5000,
                                       "wall_seconds": 90.0, "original_criteria": {}}}
     entries = [{"arm": "strato_knapsack_b0.5", "seed": s, "same_arm": "lora_all_r4", "search_seconds": 5.0}
                for s in (42, 43)]
     entries += [{"arm": "strato_knapsack_b0.7", "seed": 43, "same_arm": "lora_all_r4", "search_seconds": 5.0},
                 {"arm": "strato_ppo_b0.5", "seed": 44, "same_arm": "lora_all_r4", "search_seconds": 5.0}]
-    merged = shared_runs.merge(arms_, entries)
+    merged = shared_runs.merge(arms_, entries, 100.0)
     assert merged == {"strato_knapsack_b0.5": {42: "lora_all_r4", 43: "lora_all_r4"}}
     got = arms_["strato_knapsack_b0.5"]
     assert got["seed_scores"] == {42: 75.0, 43: 74.0} and got["mean"] == pytest.approx(74.5)
-    assert got["std"] == pytest.approx(math.sqrt(0.5)) and got["wall_seconds"] == 105.0 and got["params"] == 4000
+    # each seed's wall is that seed's run's plus the search's
+    assert got["std"] == pytest.approx(math.sqrt(0.5)) and got["wall_seconds"] == 115.0 and got["params"] == 4000
+    assert got["seed_costs"][43]["wall_seconds"] == 125.0 and got["original_criteria"] is None
+    assert got["sampling_error"] == pytest.approx(100 * math.sqrt(0.745 * 0.255 / 1000))
     assert arms_["strato_knapsack_b0.7"]["seed_scores"] == {42: 70.0}  # runs of its own: left as they are
     assert "strato_ppo_b0.5" not in arms_  # the LoRA run of seed 44 is not there
 

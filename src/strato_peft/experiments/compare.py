@@ -113,7 +113,10 @@ def _versus(row: dict, base: dict, metric: MetricSpec, resamples: int, seed: int
     return out
 
 
-def _judge(row: dict, base: Optional[dict], metric: MetricSpec) -> dict[str, Any]:
+def judge(row: dict, base: Optional[dict], metric: MetricSpec) -> dict[str, Any]:
+    """The three original criteria of a configuration row (mean, std, n, trainable_params, adapter_flops_per_token,
+    in the metric's own units) against the baseline's row; ``base`` None or the row itself: efficiency and accuracy
+    are not judged."""
     stable = verdicts.stability(row["std"], row["n"], metric)
     if base is None or base is row:
         why = "is the baseline" if base is row else "no baseline configuration for this model/task"
@@ -154,7 +157,7 @@ def build_comparison(results_dir: ResultsDirs, baseline: Optional[str] = None, m
         base = bases.get(k[:2])
         row["is_baseline"] = base is row
         row["vs_baseline"] = None if base is None or base is row else _versus(row, base, spec, resamples, seed)
-        row["verdicts"] = _judge(row, base, spec)
+        row["verdicts"] = judge(row, base, spec)
         passed = [v["passed"] for v in row["verdicts"].values()]
         row["all_passed"] = None if None in passed else all(passed)
     for row in rows:

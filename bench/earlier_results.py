@@ -1,0 +1,81 @@
+"""Arms of a committed results file joined seed by seed with the runs at hand.
+
+Run folders hold adapters and are not committed, so they are lost with a machine; a results file of this benchmark
+keeps each arm's per-seed scores (and, since 2026-12-02, its per-seed costs). ``--earlier-results`` takes from it
+every seed the runs folders lack: a whole arm no run folder has, or the missing seeds of one they have (seed 42 of an
+arm from the file, seeds 43-44 from new runs); a seed a run folder holds is never replaced. CPU runs are
+deterministic per seed across machines (docs/strato_results.md), which is what makes pairing such seeds sound. An
+arm whose held-out size or learning rates differ between the two is refused: that is another split or another arm
+definition (or scheduler setting), not more seeds of the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from arm_stats import restate, seed_costs_from_means
+
+
+def load(path: Path, task: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[int, str]]]:
+    """The arms a results file of this benchmark holds for ``task`` and its sharing record (arm -> seed -> the arm
+    whose run it is); none if it has no such task. Seed keys back to ints after JSON; per-seed costs from the arm's
+    means where the file predates them."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--earlier-results {path}: cannot read it as JSON ({exc})") from None
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, dict):
+        raise SystemExit(f"--earlier-results {path}: no 'tasks' in it (expected a results file of this benchmark, "
+                         "e.g. bench/results/strato_vs_baselines.json)")
+    found = tasks.get(task) or {}
+    arms = {}
+    for name, arm in (found.get("arms") or {}).items():
+        arm = {**arm, "seed_scores": {int(k): v for k, v in (arm.get("seed_scores") or {}).items()}}
+        costs = arm.get("seed_costs")
+        arm["seed_costs"] = {int(k): v for k, v in costs.items()} if costs else seed_costs_from_means(arm)
+        arms[name] = arm
+    shared = {name: {int(s): same for s, same in seeds.items()} for name, seeds in (found.get("shared") or {}).items()}
+    return arms, shared
+
+
+def join(arms: dict[str, dict[str, Any]], shared: dict[str, dict[int, str]], path: Path, task: str, scale: float,
+         only: Optional[list[str]] = None) -> dict[str, list[int]]:
+    """Add to ``arms`` (and ``shared``) the seeds the results file ``path`` has and they lack, and compute each
+    changed arm's statistics again; returns arm -> the seeds taken from the file."""
+    earlier, earlier_shared = load(path, task)
+    taken: dict[str, list[int]] = {}
+    for name, old in earlier.items():
+        if only and name not in only:
+            continue
+        now = arms.get(name)
+        seeds = sorted(set(old["seed_scores"]) - set(now["seed_scores"] if now else ()))
+        if not seeds:
+            continue
+        if now is None:
+            arms[name] = now = {**old, "seed_scores": {}, "seed_costs": {}}
+        else:
+            _check_same_arm(name, now, old, path)
+            now["learning_rates"] = sorted(set(now.get("learning_rates") or []) | set(old.get("learning_rates") or []))
+            now["scheduler"] = sorted(set(now.get("scheduler") or []) | set(old.get("scheduler") or []))
+            now["held_out_examples"] = now.get("held_out_examples") or old.get("held_out_examples")
+        for seed in seeds:
+            now["seed_scores"][seed] = old["seed_scores"][seed]
+            now.setdefault("seed_costs", {})[seed] = old["seed_costs"].get(seed) or seed_costs_from_means(old)[seed]
+            if seed in earlier_shared.get(name, {}):
+                shared.setdefault(name, {})[seed] = earlier_shared[name][seed]
+        restate(now, scale)
+        taken[name] = seeds
+    return taken
+
+
+def _check_same_arm(name: str, now: dict[str, Any], old: dict[str, Any], path: Path) -> None:
+    """Refuse to join seeds of what is not the same arm: another held-out split, learning rate or scheduler setting."""
+    for key in ("held_out_examples", "learning_rates", "scheduler"):
+        a, b = now.get(key), old.get(key)
+        if a and b and a != b:
+            raise SystemExit(f"--earlier-results {path}: arm {name} has {key} {b!r} there and {a!r} in the runs; "
+                             "seeds of different settings are not joined (give that arm another name or leave the "
+                             "file out)")
