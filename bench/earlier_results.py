@@ -5,8 +5,8 @@ keeps each arm's per-seed scores (and, since 2026-12-02, its per-seed costs). ``
 every seed the runs folders lack: a whole arm no run folder has, or the missing seeds of one they have (seed 42 of an
 arm from the file, seeds 43-44 from new runs); a seed a run folder holds is never replaced. CPU runs are
 deterministic per seed across machines (docs/strato_results.md), which is what makes pairing such seeds sound. An
-arm whose held-out size or learning rates differ between the two is refused: that is another split or another arm
-definition (or scheduler setting), not more seeds of the same.
+arm whose held-out size, learning rates or scheduler setting differ between the two is refused: that is another split
+or another arm definition, not more seeds of the same.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from typing import Any, Optional
 
 from arm_stats import restate, seed_costs_from_means
 
+SAME_ARM_KEYS = ("held_out_examples", "learning_rates", "scheduler")  # equal wherever both sides record them
+
 
 def load(path: Path, task: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[int, str]]]:
     """The arms a results file of this benchmark holds for ``task`` and its sharing record (arm -> seed -> the arm
-    whose run it is); none if it has no such task. Seed keys back to ints after JSON; per-seed costs from the arm's
-    means where the file predates them."""
+    whose run it is); none if it has no such task. Seed keys back to ints after JSON; a seed without recorded costs
+    (a file that predates them) gets the arm's means."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -34,8 +36,8 @@ def load(path: Path, task: str) -> tuple[dict[str, dict[str, Any]], dict[str, di
     arms = {}
     for name, arm in (found.get("arms") or {}).items():
         arm = {**arm, "seed_scores": {int(k): v for k, v in (arm.get("seed_scores") or {}).items()}}
-        costs = arm.get("seed_costs")
-        arm["seed_costs"] = {int(k): v for k, v in costs.items()} if costs else seed_costs_from_means(arm)
+        arm["seed_costs"] = {**seed_costs_from_means(arm),
+                             **{int(k): v for k, v in (arm.get("seed_costs") or {}).items()}}
         arms[name] = arm
     shared = {name: {int(s): same for s, same in seeds.items()} for name, seeds in (found.get("shared") or {}).items()}
     return arms, shared
@@ -58,12 +60,11 @@ def join(arms: dict[str, dict[str, Any]], shared: dict[str, dict[int, str]], pat
             arms[name] = now = {**old, "seed_scores": {}, "seed_costs": {}}
         else:
             _check_same_arm(name, now, old, path)
-            now["learning_rates"] = sorted(set(now.get("learning_rates") or []) | set(old.get("learning_rates") or []))
-            now["scheduler"] = sorted(set(now.get("scheduler") or []) | set(old.get("scheduler") or []))
-            now["held_out_examples"] = now.get("held_out_examples") or old.get("held_out_examples")
+            for key in SAME_ARM_KEYS:  # equal where both have it: the side that has it
+                now[key] = now.get(key) or old.get(key)
         for seed in seeds:
             now["seed_scores"][seed] = old["seed_scores"][seed]
-            now.setdefault("seed_costs", {})[seed] = old["seed_costs"].get(seed) or seed_costs_from_means(old)[seed]
+            now["seed_costs"][seed] = old["seed_costs"][seed]
             if seed in earlier_shared.get(name, {}):
                 shared.setdefault(name, {})[seed] = earlier_shared[name][seed]
         restate(now, scale)
@@ -73,7 +74,7 @@ def join(arms: dict[str, dict[str, Any]], shared: dict[str, dict[int, str]], pat
 
 def _check_same_arm(name: str, now: dict[str, Any], old: dict[str, Any], path: Path) -> None:
     """Refuse to join seeds of what is not the same arm: another held-out split, learning rate or scheduler setting."""
-    for key in ("held_out_examples", "learning_rates", "scheduler"):
+    for key in SAME_ARM_KEYS:
         a, b = now.get(key), old.get(key)
         if a and b and a != b:
             raise SystemExit(f"--earlier-results {path}: arm {name} has {key} {b!r} there and {a!r} in the runs; "
