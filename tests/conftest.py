@@ -17,6 +17,22 @@ os.environ.setdefault("WANDB_MODE", "offline")
 from tiny import make_model_dir, write_cls_csv, write_sft_jsonl  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Point $STRATO_CACHE at a session folder, so that the sensitivity maps tests build never land in the user's
+    cache; the converted packaged models and the BIG-bench files stay shared (linked), converted once."""
+    from strato_peft.paths import cache_dir
+
+    real, private = cache_dir(), tmp_path_factory.mktemp("strato_cache")
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    for entry in real.iterdir():
+        if entry.name != "sensitivity":
+            (private / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STRATO_CACHE", str(private))
+        yield private
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
