@@ -299,12 +299,14 @@ def test_huge_output_is_capped_without_exhausting_caller_memory():
 
 def test_run_many_keeps_order_and_runs_in_parallel():
     """Order kept; two workers run two programs at once: their [start, end] wall-clock intervals overlap (checked on
-    the programs' own clocks, not on the caller's elapsed time, so a loaded machine cannot fail it)."""
-    delays = [1.0, 0.2, 1.0, 0.2]
+    the programs' own clocks, not on the caller's elapsed time). Programs 0 and 1 sleep 4 s each, so that only a
+    start skew above 4 s (never a loaded machine's interpreter start-up, seen at 0.6 s under CI beside two trainings)
+    could separate them when they do run at once; run one after the other, they cannot overlap at all."""
+    delays = [4.0, 4.0, 1.0, 0.2]
     sources = [f"import time\nt0 = time.time()\ntime.sleep({d})\nprint({i}, t0, time.time())\n"
                for i, d in enumerate(delays)]
     sources.append("raise SystemExit(7)\n")
-    results = run_many(sources, FAST, workers=2)
+    results = run_many(sources, SandboxLimits(timeout_s=20.0), workers=2)
     lines = [r.stdout.split() for r in results[:4]]
     assert [int(line[0]) for line in lines] == [0, 1, 2, 3]
     assert [r.status for r in results] == ["passed"] * 4 + ["failed"]
