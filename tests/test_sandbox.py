@@ -300,8 +300,8 @@ def test_huge_output_is_capped_without_exhausting_caller_memory():
 def test_run_many_keeps_order_and_runs_in_parallel():
     """Order kept; two workers run two programs at once: their [start, end] wall-clock intervals overlap (checked on
     the programs' own clocks, not on the caller's elapsed time). Programs 0 and 1 sleep 4 s each, so that only a
-    start skew above 4 s (never a loaded machine's interpreter start-up, seen at 0.6 s under CI beside two trainings)
-    could separate them when they do run at once; run one after the other, they cannot overlap at all."""
+    start skew above 4 s could separate them when they do run at once (a loaded machine's interpreter start-up was
+    seen to skew them by 0.6 s, under CI beside two trainings); run one after the other, they cannot overlap at all."""
     delays = [4.0, 4.0, 1.0, 0.2]
     sources = [f"import time\nt0 = time.time()\ntime.sleep({d})\nprint({i}, t0, time.time())\n"
                for i, d in enumerate(delays)]
