@@ -850,7 +850,8 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(summaries), figsize=(6.5 * len(summaries), 4.5), squeeze=False)
+    # each panel leaves room on its right for the legend, which inside the axes hid points of the high-param arms
+    fig, axes = plt.subplots(1, len(summaries), figsize=(9.0 * len(summaries), 4.5), squeeze=False)
     for ax, (task, summary) in zip(axes[0], summaries.items()):
         arms_ = {k: a for k, a in summary["arms"].items() if a["mean"] is not None and a["params"]}
         # one frontier line per learning rate (runs at another lr than the task's are named <arm>_lr<LR>)
@@ -880,7 +881,7 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
         ax.set_xlabel("trainable params")
         ax.set_ylabel("score (held-out; validation rows where the report says so)")
         ax.set_title(task)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
