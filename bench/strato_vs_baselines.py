@@ -50,6 +50,7 @@ every method under-trained and STRATO's gradient-aligned start led; at each meth
     python bench/strato_vs_baselines.py --task tweets --summarize-only
     python bench/strato_vs_baselines.py --task tweets --summarize-only --earlier-results OLD.json --pairs ARM_A:ARM_B
     python bench/strato_vs_baselines.py --task addition --base-model --seeds 42   # also score the untrained model
+    python bench/strato_vs_baselines.py --merge-results TWEETS.json ADDITION.json --out OUT  # one report of both
     (one process per seed, run side by side, shares a GPU; the summary covers every task that has runs)
 """
 
@@ -145,6 +146,7 @@ TUNED_LR: dict[str, list[tuple[str, float]]] = {
     ],
 }
 LR_PROTOCOLS = ("tuned", "shared")
+CRITERIA_ORDER = ("efficiency", "accuracy", "stability")  # the original criteria, as the reports list them
 
 
 def arm_learning_rate(task: str, arm: str, protocol: str = "tuned") -> float:
@@ -738,7 +740,7 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
     for name, a in sorted(summary["arms"].items(), key=lambda kv: (kv[1]["params"] or 0)):
         crit = a["original_criteria"] or {}
         ok = "/".join("pass" if (v or {}).get("passed") else "fail" if (v or {}).get("passed") is False else "n/a"
-                      for v in crit.values())
+                      for v in (crit.get(k) for k in CRITERIA_ORDER)) if crit else ""  # the header's order
         std = "n/a (1 seed)" if a["std"] is None or a["n"] < 2 else f"{a['std']:.2f}"
         mean = "n/a" if a["mean"] is None else f"{a['mean']:.2f} +- {std}"
         se = "n/a" if a["sampling_error"] is None else f"{a['sampling_error']:.2f}"
@@ -757,7 +759,7 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
     lines += ["", f"Original criteria, against {ref}: efficiency (params <= 0.7x or FLOPs <= 0.8x {ref}) / accuracy "
               f"(>= {ref} - 0.5) / stability (seed std <= 0.4).", "", "Higher bar (STRATO arms):", ""]
     for name, v in summary["verdicts"].items():
-        lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()))
+        lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(x)}" for k, x in sorted(v.items())))  # JSON's order
     if not summary["verdicts"]:
         lines.append("- none: no STRATO arm, or no LoRA all-linear run in this folder to compare it with")
     curve = summary.get("curve") or {}
@@ -850,8 +852,11 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # each panel leaves room on its right for the legend, which inside the axes hid points of the high-param arms
-    fig, axes = plt.subplots(1, len(summaries), figsize=(9.0 * len(summaries), 4.5), squeeze=False)
+    # each panel leaves room on its right for the legend (inside the axes it hid the high-param arms' points), and
+    # the figure is as tall as the longest legend
+    most = max(len(s["arms"]) for s in summaries.values()) if summaries else 0
+    fig, axes = plt.subplots(1, len(summaries), figsize=(9.0 * len(summaries), max(4.5, 1.0 + 0.19 * most)),
+                             squeeze=False)
     for ax, (task, summary) in zip(axes[0], summaries.items()):
         arms_ = {k: a for k, a in summary["arms"].items() if a["mean"] is not None and a["params"]}
         # one frontier line per learning rate (runs at another lr than the task's are named <arm>_lr<LR>)
@@ -890,6 +895,22 @@ def pareto_png(summaries: dict[str, dict[str, Any]], out: Path) -> Optional[Path
     return out
 
 
+def merge_report(args: argparse.Namespace) -> int:
+    """``--merge-results``: the tasks' summaries from their results files, written as one report at ``--out``."""
+    import merge_results
+
+    summaries, sources = merge_results.load([Path(p) for p in args.merge_results], args.task)
+    out = Path(args.out)
+    result = {**provenance(args), "tasks": summaries, "sources": sources}
+    body = (f"{args.note}\n\n" if args.note else "") + merge_results.sources_markdown(sources) + "\n" + \
+        "\n".join(markdown(t, s) for t, s in summaries.items())
+    write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body,
+                 overwrite=args.overwrite)
+    pareto_png(summaries, report_file(out, ".png"))
+    print(body)
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
@@ -915,6 +936,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "scores, costs) where no runs folder has them, e.g. when the run folders are gone; marked")
     parser.add_argument("--pairs", nargs="+", default=[], metavar="A:B",
                         help="with --summarize-only: also compare arm A with arm B seed by seed (gain, paired p, call)")
+    parser.add_argument("--merge-results", nargs="+", default=[], metavar="JSON",
+                        help="write one report of the --task tasks from these results files, a task each, as they "
+                        "hold them (no runs, nothing recomputed): e.g. tweets' and addition's held-out reports")
     parser.add_argument("--note", default="", help="how the runs were made (threads, machine load), for the report")
     parser.add_argument("--in-process", action="store_true",
                         help="train in this process and write no summary (what each isolated run executes)")
@@ -926,7 +950,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "scheduler, peft's start) is recorded as that run, not trained again")
     args = parser.parse_args(argv)
     suffix = ("_validation" if args.validation else "") + ("_shared_lr" if args.lr_protocol == "shared" else "")
-    args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
+    default_runs = [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
+    args.runs_dir = args.runs_dir or default_runs
     if len(args.runs_dir) > 1 and not args.summarize_only:
         parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
     args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
@@ -940,6 +965,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not sep or not a or not b:
             parser.error(f"--pairs: expected A:B (two arm names), got {pair!r}")
         pairs.append((a, b))
+
+    if args.merge_results:
+        if args.summarize_only or args.earlier_results or args.pairs or args.runs_dir != default_runs:
+            parser.error("--merge-results takes finished results files alone (no runs folders, --summarize-only, "
+                         "--earlier-results or --pairs)")
+        return merge_report(args)
 
     summaries, logs = {}, {}
     for task in args.task:

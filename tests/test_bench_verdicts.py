@@ -660,3 +660,52 @@ def test_map_agreement_ranks_a_map_against_trained_updates(bench, tmp_path):
     assert up["types"] == ["q_proj", "v_proj"] and up["rows"][0]["by_type"]["q_proj"] is not None
     assert [(r["a"], r["b"]) for r in up["rows"]] == [("map", "one"), ("map", "two"), ("one", "two")]
     assert "| map | one |" in map_agreement.render(up)
+
+
+def test_merge_results_writes_one_report_of_each_tasks_file_as_it_holds_it(bench, tmp_path, capsys):
+    """Tweets and addition reports from their own runs folders merge into one report: each task's section is the
+    one its own report printed (seeds and budgets back to numbers after JSON), its source recorded; a task in two
+    files, a task in none, or runs folders beside --merge-results are refused by name."""
+    import json
+
+    from test_compare import write_run
+
+    def write(folder, name, values, task, **kw):  # addition is scored by exact match, tweets by accuracy
+        for seed, v in zip((42, 43), values):
+            extra = {"eval_results": {"tasks": {"exact_match": {"metrics": {"exact_match": v}}}}} \
+                if task == "addition" else {}
+            write_run(folder, f"{name}_seed{seed}", acc=v, **extra, **kw)
+
+    for task, base in (("tweets", 0.70), ("addition", 0.90)):
+        folder = tmp_path / f"runs_{task}" / task
+        for r, b in ((1, 0.125), (2, 0.25), (4, 0.5), (8, 1.0), (16, 2.0)):
+            write(folder, f"lora_all_r{r}", [base + r / 1000, base + r / 900], task, trainable=r * R1, wall=100.0)
+            write(folder, f"strato_knapsack_b{b}", [base + r / 1000 + 0.001, base + r / 900], task, trainable=r * R1,
+                  wall=105.0)
+        assert bench.main(["--summarize-only", "--task", task, "--runs-dir", str(tmp_path / f"runs_{task}"),
+                           "--out", str(tmp_path / task)]) == 0
+    capsys.readouterr()
+    files = [str(tmp_path / "tweets.json"), str(tmp_path / "addition.json")]
+    out = tmp_path / "merged"
+    assert bench.main(["--merge-results", *files, "--out", str(out)]) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(merged["tasks"]) == ["addition", "tweets"] and out.with_suffix(".png").is_file()
+    assert merged["sources"]["addition"]["file"] == files[1]
+    assert merged["sources"]["addition"]["command"] == json.loads(Path(files[1]).read_text())["command"]
+    text = out.with_suffix(".md").read_text()
+    for task in ("tweets", "addition"):
+        own = (tmp_path / f"{task}.md").read_text()
+        section = own[own.index(f"## Task {task}"):].strip()
+        assert section in text  # every table and verdict as the task's own report has it
+        assert merged["tasks"][task]["curve"]["beats_whole_curve"] is True
+    # a merged file merges again, keeping where each task came from
+    again = tmp_path / "again"
+    assert bench.main(["--merge-results", str(out.with_suffix(".json")), "--out", str(again)]) == 0
+    assert json.loads(again.with_suffix(".json").read_text())["sources"]["tweets"]["file"] == files[0]
+    for argv, message in ((["--merge-results", files[0], files[0]], "task tweets is in"),
+                          (["--merge-results", files[0]], "no file given holds task(s) addition"),
+                          (["--merge-results", *files, "--runs-dir", str(tmp_path)], "--merge-results takes")):
+        with pytest.raises(SystemExit) as refused:  # our message, or argparse's on stderr
+            bench.main([*argv, "--out", str(tmp_path / "refused")])
+        assert message in str(refused.value.code) + capsys.readouterr().err
+    assert not (tmp_path / "refused.json").exists()
