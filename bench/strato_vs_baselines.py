@@ -900,15 +900,21 @@ def merge_report(args: argparse.Namespace) -> int:
     import merge_results
 
     summaries, sources = merge_results.load([Path(p) for p in args.merge_results], args.task)
+    publish(args, summaries, {"sources": sources}, merge_results.sources_markdown(sources) + "\n")
+    return 0
+
+
+def publish(args: argparse.Namespace, summaries: dict[str, dict[str, Any]], extra: dict[str, Any],
+            head: str = "") -> None:
+    """The report at ``--out``: JSON (provenance, the tasks' summaries, ``extra``), markdown (note, ``head``, a
+    section per task), the figure; printed as well."""
     out = Path(args.out)
-    result = {**provenance(args), "tasks": summaries, "sources": sources}
-    body = (f"{args.note}\n\n" if args.note else "") + merge_results.sources_markdown(sources) + "\n" + \
-        "\n".join(markdown(t, s) for t, s in summaries.items())
+    result = {**provenance(args), "tasks": summaries, **extra}
+    body = (f"{args.note}\n\n" if args.note else "") + head + "\n".join(markdown(t, s) for t, s in summaries.items())
     write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body,
                  overwrite=args.overwrite)
     pareto_png(summaries, report_file(out, ".png"))
     print(body)
-    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -950,8 +956,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "scheduler, peft's start) is recorded as that run, not trained again")
     args = parser.parse_args(argv)
     suffix = ("_validation" if args.validation else "") + ("_shared_lr" if args.lr_protocol == "shared" else "")
-    default_runs = [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
-    args.runs_dir = args.runs_dir or default_runs
+    if args.merge_results and (args.summarize_only or args.earlier_results or args.pairs or args.runs_dir):
+        parser.error("--merge-results takes finished results files alone (no runs folders, --summarize-only, "
+                     "--earlier-results or --pairs)")
+    args.runs_dir = args.runs_dir or [str(ROOT / "runs" / f"strato_vs_baselines{suffix}")]
     if len(args.runs_dir) > 1 and not args.summarize_only:
         parser.error("--runs-dir: several folders only with --summarize-only (new runs go to one folder)")
     args.out = args.out or str(ROOT / "results" / f"strato_vs_baselines{suffix}")
@@ -967,9 +975,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         pairs.append((a, b))
 
     if args.merge_results:
-        if args.summarize_only or args.earlier_results or args.pairs or args.runs_dir != default_runs:
-            parser.error("--merge-results takes finished results files alone (no runs folders, --summarize-only, "
-                         "--earlier-results or --pairs)")
         return merge_report(args)
 
     summaries, logs = {}, {}
@@ -1001,13 +1006,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"no complete runs under {', '.join(args.runs_dir)}"
               + (f"; failed: {', '.join(failed)}" if failed else "") + "; no report written", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    result = {**provenance(args), "tasks": summaries, "run_log": logs}
-    body = (f"{args.note}\n\n" if args.note else "") + "\n".join(markdown(t, s) for t, s in summaries.items())
-    write_report(out, result, "STRATO-PEFT vs LoRA's frontier and the cheap alternatives", body,
-                 overwrite=args.overwrite)
-    pareto_png(summaries, report_file(out, ".png"))
-    print(body)
+    publish(args, summaries, {"run_log": logs})
     if failed:
         print(f"failed runs (the report covers the complete ones): {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
