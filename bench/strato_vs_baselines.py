@@ -24,7 +24,9 @@ MLP-only at r=8 all-linear's params, AdaLoRA (average rank 4, all linear), DoRA 
 STRATO knapsack / PPO at 0.5x and 0.7x LoRA r=8 all-linear's params; STRATO knapsack at 0.125x, 0.25x, 1x and 2x
 (the params of LoRA r1, r2, r8, r16), so that STRATO has a point at each frontier rank's cost and the summary can say
 whether it beats LoRA's whole curve, and at 0.0625x (half r1's, below the curve: it beats LoRA there if it scores as
-r1 does at twice its cost); LoRA r1 / r2 / r4 / r8 on the top half of the layers only (lora_top_half_r<r>, about
+r1 does at twice its cost), and at the params midpoints between LoRA's grid points (0.1875x, 0.375x, 0.75x, 1.5x:
+a budget there buys LoRA's lower rank; the summary also sets STRATO against LoRA's curve interpolated in params);
+LoRA r1 / r2 / r4 / r8 on the top half of the layers only (lora_top_half_r<r>, about
 0.0625x / 0.125x / 0.25x / 0.5x: the simple sparse placement STRATO must beat); below the curve the map used other
 ways (strato_knapsack_b0.0625_share; strato_breadth_b0.0625 and strato_layers_b0.0625: the breadth and layers
 solvers); ablations at 0.5x (strato_uniform_b0.5, strato_knapsack_b0.5_gradient: the
@@ -74,6 +76,7 @@ REFERENCE_ARM = "lora_all_r8"
 FRONTIER_RANKS = (1, 2, 4, 8, 16)
 CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r16's params
 BELOW_CURVE_BUDGET = 0.0625  # half LoRA r1's params: no all-linear LoRA is that cheap
+BETWEEN_GRID_BUDGETS = (0.1875, 0.375, 0.75, 1.5)  # the params midpoints of LoRA r1-r2, r2-r4, r4-r8, r8-r16
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
@@ -183,6 +186,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # the rest of the curve: STRATO at every LoRA frontier rank's params (r1, r2, r8, r16), so that the claim is
     # about LoRA's whole score-versus-params curve, not one point of it
     for budget in CURVE_BUDGETS:
+        out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
+    # between LoRA's grid points: a budget there buys LoRA's lower rank, STRATO can spend all of it (the summary also
+    # sets it against LoRA's curve interpolated in params, the stricter bar)
+    for budget in BETWEEN_GRID_BUDGETS:
         out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
     # below LoRA's cheapest point (all-linear r1): half r1's params, where only a sparse allocation fits; it beats
     # the curve there if it scores as LoRA r1 does at twice its cost
