@@ -649,9 +649,9 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
     point at each frontier rank's params: 0.125x ... 2x). Each point also pairs the two arms seed by seed (a STRATO
     run and a LoRA run of one seed share the head's init and the data order, and every draw where STRATO trains
     that LoRA's shapes: training/seed.py ``preserved_rng``): the paired t-test's p and a ``call``: win / loss where
-    p < SIGNIFICANCE, else tie (the margin is within seed noise)."""
-    from strato_peft.experiments.stats import paired_comparison
-
+    p < SIGNIFICANCE, else tie (the margin is within seed noise). A point between two LoRA ranks is also set against
+    the straight line between them (``line``: ``frontier_line``), which a staircase bar lets it beat by spending
+    more than the lower rank alone."""
     points, below = {}, {}
     for name, v in verdicts.items():
         match = re.fullmatch(r"strato_knapsack_b([0-9.]+)", name)
@@ -668,10 +668,13 @@ def curve_verdict(arms_: dict[str, dict[str, Any]], verdicts: dict[str, Any]) ->
             continue
         margin = arms_[name]["mean"] - v["frontier_best_at_cost"]
         frontier = v["frontier_arm_at_cost"]
+        line = frontier_line(arms_, arms_[name]["params"] or 0)
+        if line is not None:
+            line.update(margin=arms_[name]["mean"] - line["score"], **_paired_call(arms_[name], line))
         points[float(match.group(1))] = {
             "arm": name, "params": arms_[name]["params"], "score": arms_[name]["mean"],
             "frontier_best_at_cost": v["frontier_best_at_cost"], "frontier_arm": frontier, "margin": margin,
-            **_paired_call(arms_[name], arms_[frontier])}
+            **_paired_call(arms_[name], arms_[frontier]), "line": line}
     ordered = dict(sorted(points.items()))
     complete = {0.5, *CURVE_BUDGETS} <= set(ordered)  # a point at each frontier rank's params (r1 ... r16)
     calls = [p["call"] for p in ordered.values()]
@@ -686,6 +689,31 @@ def cheapest_frontier(arms_: dict[str, dict[str, Any]]) -> Optional[str]:
     """The LoRA all-linear arm with the fewest params among those with a score (r1 when it ran)."""
     names = [f"lora_all_r{r}" for r in FRONTIER_RANKS if arms_.get(f"lora_all_r{r}", {}).get("mean") is not None]
     return min(names, key=lambda n: arms_[n]["params"] or 0, default=None)
+
+
+def frontier_line(arms_: dict[str, dict[str, Any]], params: float) -> Optional[dict[str, Any]]:
+    """LoRA's curve drawn as a straight line between the two all-linear ranks whose params bracket ``params``: the
+    bar between LoRA's grid points (where the staircase, the best LoRA at no more params, gives the lower rank). The
+    line's score there and, seed by seed where both ranks ran a seed, its per-seed scores; None at a rank's cost
+    (within 1%: the staircase is the same bar there), outside LoRA's range, or where the line runs below the
+    staircase (the curve falls: the staircase is the stricter bar)."""
+    ranks = sorted((n for n in (f"lora_all_r{r}" for r in FRONTIER_RANKS) if arms_.get(n, {}).get("mean") is not None),
+                   key=lambda n: arms_[n]["params"] or 0)
+    for low, high in zip(ranks, ranks[1:]):
+        p_low, p_high = arms_[low]["params"] or 0, arms_[high]["params"] or 0
+        if not (COST_TOLERANCE * p_low < params < p_high / COST_TOLERANCE):
+            continue
+        weight = (params - p_low) / (p_high - p_low)
+        lo, hi = arms_[low], arms_[high]
+        score = lo["mean"] + weight * (hi["mean"] - lo["mean"])
+        staircase = best_frontier_at_cost(arms_, params)
+        if staircase is not None and score < arms_[staircase]["mean"]:
+            return None
+        seeds = sorted(set(lo.get("seed_scores") or {}) & set(hi.get("seed_scores") or {}))
+        seed_scores = {s: lo["seed_scores"][s] + weight * (hi["seed_scores"][s] - lo["seed_scores"][s])
+                       for s in seeds}
+        return {"low": low, "high": high, "weight": weight, "score": score, "seed_scores": seed_scores}
+    return None
 
 
 def scheduler_worth(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -788,6 +816,19 @@ def markdown(task: str, summary: dict[str, Any]) -> str:
             f"**{verdict}**" if verdict is not None else "n/a (needs a point at each of 0.125x, 0.25x, 0.5x, 1x, 2x)")
             + f"; paired calls: {curve.get('wins', 0)} win(s), {curve.get('ties', 0)} tie(s), "
             f"{curve.get('losses', 0)} loss(es)."]
+        between = {b: p for b, p in curve["points"].items() if p.get("line")}
+        if between:
+            lines += ["", "Between LoRA's ranks, the stricter bar: LoRA's curve drawn as a straight line in params "
+                      "between the two ranks around STRATO's cost (the staircase above gives the lower rank's score "
+                      "there), the same line seed by seed:", "",
+                      "| budget (x LoRA r8 params) | params | STRATO | LoRA's line at cost (between) | margin | "
+                      "paired std | p | call |", "|---|---|---|---|---|---|---|---|"]
+            for budget, p in between.items():
+                line = p["line"]
+                std, pval = _paired_cells(line)
+                lines.append(f"| {float(budget):g} | {int(p['params'] or 0):,} | {p['score']:.2f} | "
+                             f"{line['score']:.2f} ({line['low']} - {line['high']}, at {line['weight']:.2f}) | "
+                             f"{line['margin']:+.2f} | {std} | {pval} | {line['call']} |")
     if curve.get("below_curve"):
         lines += ["", "STRATO below LoRA's curve (no all-linear LoRA is this cheap): against the cheapest LoRA point, "
                   "which costs more; a margin >= 0 is LoRA's score at a fraction of its params:", "",

@@ -142,6 +142,36 @@ def test_a_point_below_the_curve_is_judged_against_the_cheapest_lora_and_not_in_
     assert bench.curve_verdict(arms, bench.higher_bar(arms))["below_curve"][0.0625]["frontier_arm"] == "lora_all_r2"
 
 
+def test_a_point_between_two_ranks_is_also_set_against_the_straight_line_between_them(bench):
+    """Between r1 and r2 the staircase bar is r1's score; the line bar is r1 + w (r2 - r1), seed by seed. A point that
+    wins against the staircase by spending more can still lose against the line; at a rank's own cost, or where the
+    curve falls (r16 below r8), the staircase is the bar and there is no line."""
+    def seeded(scores: list[float], params: int) -> dict:
+        return {"mean": sum(scores) / len(scores), "params": params, "wall_seconds": 100.0,
+                "seed_scores": dict(zip((42, 43, 44), scores))}
+
+    arms = {f"lora_all_r{r}": seeded([70.0 + r, 71.0 + r, 72.0 + r], r * R1) for r in (1, 2, 4, 8)}
+    arms["lora_all_r16"] = seeded([77.0, 78.0, 79.0], 16 * R1)  # below r8 (79, 80, 81)
+    arms["strato_knapsack_b0.1875"] = seeded([71.3, 72.3, 73.25], R1 + R1 // 2)  # r1 + 0.25..0.3: under the line (r1 + 0.5)
+    arms["strato_knapsack_b0.25"] = seeded([72.1, 73.1, 74.1], 2 * R1)
+    arms["strato_knapsack_b1.5"] = seeded([79.5, 80.5, 81.5], 12 * R1)
+    curve = bench.curve_verdict(arms, bench.higher_bar(arms))
+    mid = curve["points"][0.1875]
+    assert mid["frontier_arm"] == "lora_all_r1" and mid["call"] == "win"
+    line = mid["line"]
+    assert (line["low"], line["high"], line["weight"]) == ("lora_all_r1", "lora_all_r2", pytest.approx(0.5))
+    assert line["seed_scores"] == pytest.approx({42: 71.5, 43: 72.5, 44: 73.5})
+    assert line["margin"] == pytest.approx((71.3 + 72.3 + 73.25) / 3 - 72.5) and line["call"] == "loss"
+    assert curve["points"][0.25]["line"] is None  # at r2's own cost
+    assert curve["points"][1.5]["line"] is None  # the line r8 -> r16 falls below r8: the staircase is stricter
+    table = bench.markdown("tweets", {
+        "arms": {n: {**a, "n": 3, "std": 1.0, "sampling_error": 0.5, "adapter_flops": 0, "peak_memory_bytes": 1,
+                     "original_criteria": {}} for n, a in arms.items()},
+        "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
+    assert "| 0.1875 | 1,500 | 72.28 | 72.50 (lora_all_r1 - lora_all_r2, at 0.50) | -0.22 |" in table
+    assert table.count("(lora_all_r1 - lora_all_r2") == 1
+
+
 def test_scheduler_worth_pairs_each_budget_by_the_runs_recorded_scheduler_and_pools_the_pairs(bench):
     """With vs without the scheduler at each budget that has both, by the setting the runs recorded (the plain arm
     was the scheduled one before the default changed, the unscheduled one after), paired by seed; budgets with one
