@@ -191,6 +191,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # sets it against LoRA's curve interpolated in params, the stricter bar)
     for budget in BETWEEN_GRID_BUDGETS:
         out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
+    # ... with the budget's LoRA kept whole (rank_floor: uniform): every module at the lower rank, the map placing only
+    # what is left over, against the map placing all of it (which leaves modules without an adapter)
+    out["strato_knapsack_b0.1875_floor"] = {"method": "strato", "solver": "knapsack", "budget": 0.1875,
+                                            "strato": {"rank_floor": "uniform"}}
     # below LoRA's cheapest point (all-linear r1): half r1's params, where only a sparse allocation fits; it beats
     # the curve there if it scores as LoRA r1 does at twice its cost
     out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "knapsack",

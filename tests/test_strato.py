@@ -332,6 +332,29 @@ def test_greedy_is_optimal_for_concave_values_at_equal_unit_costs():
     assert sum(alloc.values()) == 7  # spends the whole budget
 
 
+def test_a_uniform_floor_keeps_the_budgets_lora_and_places_only_the_leftover():
+    """rank_floor: uniform. 6 sites of 32 params per rank, a budget of 9 rank units: the uniform LoRA is rank 1
+    (6 units) and the greedy places the 3 left over where the map values them most; a budget of 12 units is rank 2
+    exactly, so nothing is left and the knapsack trains that LoRA (map gain 0: the gate stays closed)."""
+    from strato_peft.strato.planner import map_gain
+
+    problem = synthetic_problem({"q": 0.2, "v": 3.0}, budget_params=9 * 32)
+    free = greedy(problem, problem.value)
+    assert set(free) < {s.name for s in problem.sites}  # without a floor the map drops the q modules
+    problem.floor = uniform_fill(problem)
+    assert set(problem.floor.values()) == {1} and len(problem.floor) == 6
+    floored = greedy(problem, problem.value)
+    assert problem.fits(floored) and sum(floored.values()) == 9
+    assert all(floored[n] >= 1 for n in problem.floor)  # every module keeps LoRA r1's rank
+    assert {n: r for n, r in floored.items() if r > 1} == {"layers.0.v": 2, "layers.1.v": 2, "layers.2.v": 2}
+    assert map_gain(problem) > 0 and problem.surrogate(floored) < problem.surrogate(free)
+    exact = synthetic_problem({"q": 0.2, "v": 3.0}, budget_params=12 * 32)
+    exact.floor = uniform_fill(exact)
+    assert greedy(exact, exact.value) == exact.floor == {s.name: 2 for s in exact.sites}
+    assert map_gain(exact) == pytest.approx(0.0)
+    assert get_solver("knapsack")(exact).allocation == exact.floor
+
+
 def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     calls = []
 
@@ -842,6 +865,18 @@ def test_strato_bad_budget_is_a_one_line_error(make_config, peft, needle):
 
     with pytest.raises(ConfigError, match=needle):
         dry_run(make_config("llama", "strato", peft=peft))
+
+
+def test_rank_floor_places_the_leftover_in_the_dry_run_and_is_refused_with_ppo(make_config):
+    from strato_peft.errors import ConfigError
+    from strato_peft.training.run import dry_run
+
+    # 0.375 x LoRA r4 = 1.5 rank units per module: rank 1 on each of the 14 modules, the rest placed on top
+    plan = dry_run(make_config("llama", "strato", peft={"budget": 0.375, "strato": {"rank_floor": "uniform"}}))["strato"]
+    assert plan["modules"] == 14 and plan["total_rank"] > 14 and plan["budget_usage"]["params"] <= 1.0
+    with pytest.raises(ConfigError, match="rank_floor"):
+        dry_run(make_config("llama", "strato", peft={"budget": 0.375, "solver": "ppo",
+                                                     "strato": {"rank_floor": "uniform"}}))
 
 
 def test_probe_allowance_caps_the_probes_at_a_fraction_of_the_run():

@@ -120,6 +120,11 @@ class StratoSearchConfig(_Section):
         "below `init_min_rank` (so the gradient start would apply to no module): 'uniform' trains that rank on "
         "every module (LoRA's own shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the "
         "sensitivity map values most per unit of cost, as many as fit, and leaves the rest without an adapter.")
+    rank_floor: Literal["none", "uniform"] = Field(
+        "none", description="'none': the map places the whole budget (a module may get no adapter). 'uniform': every "
+        "candidate module keeps at least the budget's uniform rank (the LoRA this budget buys) and the map places "
+        "only what that leaves over, e.g. between two LoRA ranks' costs; at a rank's own cost this is that LoRA. "
+        "knapsack (and uniform) solver only.")
     scheduler: bool = Field(
         False, description="Grow and shrink ranks during training within the budget (SVD truncation, optimizer state "
         "kept). Off by default: paired by seed on tweets validation rows (seeds 42-47, at 0.125x / 0.25x / 0.5x / 1x "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from strato_peft.cost.model import Cost, LoraCostModel
+from strato_peft.errors import ConfigError
 from strato_peft.strato.allocation import Allocation
 from strato_peft.strato.budget import Budget, resolve_budget
 from strato_peft.strato.sites import ModuleSite, adaptable_sites
@@ -102,6 +103,20 @@ def reference_targets(cfg: Any) -> Any:
     return None if targets in (None, "all-linear") else targets
 
 
+def apply_rank_floor(cfg: Any, problem: Any) -> None:
+    """``rank_floor: uniform``: the budget's uniform LoRA becomes the floor the greedy places the rest of the budget
+    on (a ConfigError with a solver that does not build on the greedy)."""
+    from strato_peft.strato.solvers.knapsack import uniform_fill
+
+    if cfg.peft.strato.rank_floor != "uniform":
+        return
+    solver = cfg.peft.solver or "knapsack"
+    if solver not in ("knapsack", "uniform"):
+        raise ConfigError(f"peft.strato.rank_floor: 'uniform' is for the knapsack solver (got peft.solver: {solver}); "
+                          "use rank_floor: none with it")
+    problem.floor = uniform_fill(problem)
+
+
 def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, total_steps: int,
               fast_dev_run: bool = False) -> StratoPlan:
     """Run the search on the base ``model`` (left unchanged) and return the plan."""
@@ -122,6 +137,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     problem = AllocationProblem(sites=sites, value=lambda site, r: 0.0, site_usage=budget.site_usage,
                                 weights=budget.weights, max_rank=s.max_rank, seed=cfg.seed)
     uniform_rank = budget_rank(problem)  # from the costs alone; the map's values come next
+    solver_name = cfg.peft.solver or "knapsack"
+    apply_rank_floor(cfg, problem)
     build = None
     if s.map_estimator == "update":
         from strato_peft.strato.update_map import build_update_map
@@ -155,7 +172,6 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     probe = make_probe(cfg, model, tokenizer, probe_data, platform, probe_steps, alpha, smap.directions)
     archive = GoExploreArchive(sites, probe)
     problem.archive, problem.max_probes = archive, max_probes
-    solver_name = cfg.peft.solver or "knapsack"
     gain = map_gain(problem)
     if solver_name == "uniform":
         skipped = "solver: uniform"
@@ -175,7 +191,7 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     result = get_solver(solver_name if searched else "uniform")(problem, **options)
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
-    search = {"map_value": s.map_value, "map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched,
+    search = {"map_value": s.map_value, "rank_floor": s.rank_floor, "map_gain": gain, "min_map_gain": s.min_map_gain, "searched": searched,
               "skipped": skipped, "max_search_fraction": s.max_search_fraction, "total_steps": total_steps,
               "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
               "reused": result.reused, "probe_seconds": result.probe_seconds,
@@ -196,6 +212,7 @@ def preview_plan(cfg: Any, model: Any) -> StratoPlan:
     sites, cost_model, budget = setup(cfg, model)
     problem = AllocationProblem(sites=sites, value=lambda site, r: float(r * (site.d_in + site.d_out)),
                                 site_usage=budget.site_usage, weights=budget.weights, max_rank=cfg.peft.strato.max_rank)
+    apply_rank_floor(cfg, problem)
     alloc = greedy(problem, problem.value)
     alpha = rslora_alpha(cfg.peft.alpha, budget_rank(problem))
     return StratoPlan(alloc, budget, cost_model.allocation(alloc), alpha,

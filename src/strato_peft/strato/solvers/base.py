@@ -30,6 +30,7 @@ class AllocationProblem:
     archive: Optional[GoExploreArchive] = None
     max_probes: int = 0                                        # probes this solver may spend (0: surrogate only)
     seed: int = 0
+    floor: dict[str, int] = field(default_factory=dict)        # ranks the greedy starts from and never goes below
 
     def usage(self, allocation: Mapping[str, int]) -> dict[str, float]:
         """Budget fraction used per dimension by ``allocation``."""

@@ -22,9 +22,10 @@ POWERS = (1.0, 0.5)
 
 
 def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]) -> Allocation:
-    """Add rank units by best marginal value per marginal weighted cost until nothing more fits."""
-    used = {d: 0.0 for d in problem.weights}
-    ranks = {s.name: 0 for s in problem.sites}
+    """Add rank units by best marginal value per marginal weighted cost until nothing more fits, starting from
+    ``problem.floor`` (``rank_floor: uniform``: the budget's uniform LoRA, so only what it leaves over is placed)."""
+    ranks = {s.name: int(problem.floor.get(s.name, 0)) for s in problem.sites}
+    used = {d: problem.usage(ranks).get(d, 0.0) for d in problem.weights}
 
     def step(site: ModuleSite, r: int) -> tuple[float, dict[str, float]]:
         now, nxt = problem.site_usage(site, r) if r else {}, problem.site_usage(site, r + 1)
@@ -35,8 +36,9 @@ def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]
 
     heap = []
     for i, s in enumerate(problem.sites):
-        ratio, delta = step(s, 0)
-        heapq.heappush(heap, (-ratio, i, delta))
+        if ranks[s.name] < min(problem.max_rank, s.d_in, s.d_out):
+            ratio, delta = step(s, ranks[s.name])
+            heapq.heappush(heap, (-ratio, i, delta))
     while heap:
         neg, i, delta = heapq.heappop(heap)
         site = problem.sites[i]
