@@ -872,7 +872,8 @@ def test_rank_floor_places_the_leftover_in_the_dry_run_and_is_refused_with_ppo(m
     from strato_peft.training.run import dry_run
 
     # 0.375 x LoRA r4 = 1.5 rank units per module: rank 1 on each of the 14 modules, the rest placed on top
-    plan = dry_run(make_config("llama", "strato", peft={"budget": 0.375, "strato": {"rank_floor": "uniform"}}))["strato"]
+    floored = make_config("llama", "strato", peft={"budget": 0.375, "strato": {"rank_floor": "uniform"}})
+    plan = dry_run(floored)["strato"]
     assert plan["modules"] == 14 and plan["total_rank"] > 14 and plan["budget_usage"]["params"] <= 1.0
     with pytest.raises(ConfigError, match="rank_floor"):
         dry_run(make_config("llama", "strato", peft={"budget": 0.375, "solver": "ppo",

@@ -192,8 +192,8 @@ def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, to
     if not result.allocation or not problem.fits(result.allocation):
         raise ValueError(f"strato: solver {solver_name} returned an allocation outside the budget")
     search = {"map_value": s.map_value, "rank_floor": s.rank_floor, "map_gain": gain, "min_map_gain": s.min_map_gain,
-              "searched": searched, "skipped": skipped, "max_search_fraction": s.max_search_fraction, "total_steps": total_steps,
-              "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
+              "searched": searched, "skipped": skipped, "max_search_fraction": s.max_search_fraction,
+              "total_steps": total_steps, "probe_steps": probe_steps, "max_probes": max_probes, "probes": result.probes,
               "reused": result.reused, "probe_seconds": result.probe_seconds,
               "solver_seconds": result.search_seconds, "sensitivity_seconds": sensitivity_seconds,
               "total_seconds": time.perf_counter() - start, "validation_examples": len(probe_data.eval),
