@@ -541,8 +541,18 @@ def judge_original_criteria(summary: dict[str, Any]) -> None:
     summary["comparison"]["baseline"] = ref_name
 
 
+LINE_PAIR = "lora_line"  # --pairs A:lora_line: A against LoRA's straight line between the ranks around A's cost
+
+
 def paired_row(arms_: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, Any]:
-    """Arm ``a`` minus arm ``b`` over the seeds both ran: their means there, the paired gain, std, p and call."""
+    """Arm ``a`` minus arm ``b`` over the seeds both ran: their means there, the paired gain, std, p and call. ``b``
+    = ``lora_line``: LoRA's curve as a straight line at ``a``'s params (``frontier_line``), seed by seed."""
+    if b == LINE_PAIR and a in arms_:
+        line = frontier_line(arms_, arms_[a]["params"] or 0)
+        if line is None:
+            return {"error": f"no LoRA line at {a}'s params (at a rank's cost, outside LoRA's range, or below the "
+                             "staircase)"}
+        arms_ = {**arms_, b: {**line, "mean": line["score"], "params": arms_[a]["params"]}}
     missing = [n for n in (a, b) if n not in arms_]
     if missing:
         return {"error": f"no runs of {', '.join(missing)}"}
@@ -993,7 +1003,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="with --summarize-only: also take arms from these results files of this benchmark (per-seed "
                         "scores, costs) where no runs folder has them, e.g. when the run folders are gone; marked")
     parser.add_argument("--pairs", nargs="+", default=[], metavar="A:B",
-                        help="with --summarize-only: also compare arm A with arm B seed by seed (gain, paired p, call)")
+                        help="with --summarize-only: also compare arm A with arm B seed by seed (gain, paired p, call); "
+                        "B = lora_line: LoRA's curve as a straight line between the ranks around A's params")
     parser.add_argument("--merge-results", nargs="+", default=[], metavar="JSON",
                         help="write one report of the --task tasks from these results files, a task each, as they "
                         "hold them (no runs, nothing recomputed): e.g. tweets' and addition's held-out reports")

@@ -170,6 +170,11 @@ def test_a_point_between_two_ranks_is_also_set_against_the_straight_line_between
         "verdicts": {}, "curve": curve, "comparison": {"baseline": "lora_all_r8"}})
     assert "| 0.1875 | 1,500 | 72.28 | 72.50 (lora_all_r1 - lora_all_r2, at 0.50) | -0.22 |" in table
     assert table.count("(lora_all_r1 - lora_all_r2") == 1
+    # any arm against the line by --pairs A:lora_line (the floor variant is no curve point of its own)
+    arms["strato_knapsack_b0.1875_floor"] = seeded([71.8, 72.7, 73.6], R1 + R1 // 2)
+    row = bench.paired_row(arms, "strato_knapsack_b0.1875_floor", "lora_line")
+    assert row["b"] == pytest.approx(72.5) and row["paired_gain"] == pytest.approx(0.2) and row["paired_seeds"] == 3
+    assert "no LoRA line" in bench.paired_row(arms, "strato_knapsack_b0.25", "lora_line")["error"]
 
 
 def test_scheduler_worth_pairs_each_budget_by_the_runs_recorded_scheduler_and_pools_the_pairs(bench):
