@@ -208,6 +208,13 @@ class PeftConfigSection(_Section):
             raise ValueError("must name at least one module, or be omitted for the method's default")
         return value
 
+    @model_validator(mode="after")
+    def _floor_needs_the_greedy(self) -> "PeftConfigSection":
+        if self.strato.rank_floor == "uniform" and self.solver not in (None, "knapsack", "uniform"):
+            raise ValueError(f"strato.rank_floor 'uniform' is for the knapsack solver (got solver: {self.solver}); "
+                             "use rank_floor: none with it")
+        return self
+
 
 class TaskConfig(_Section):
     """What to train on: the task type and the data source."""

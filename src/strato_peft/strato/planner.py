@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from strato_peft.cost.model import Cost, LoraCostModel
-from strato_peft.errors import ConfigError
 from strato_peft.strato.allocation import Allocation
 from strato_peft.strato.budget import Budget, resolve_budget
 from strato_peft.strato.sites import ModuleSite, adaptable_sites
@@ -105,16 +104,11 @@ def reference_targets(cfg: Any) -> Any:
 
 def apply_rank_floor(cfg: Any, problem: Any) -> None:
     """``rank_floor: uniform``: the budget's uniform LoRA becomes the floor the greedy places the rest of the budget
-    on (a ConfigError with a solver that does not build on the greedy)."""
+    on (the config refuses it with a solver that does not build on the greedy)."""
     from strato_peft.strato.solvers.knapsack import uniform_fill
 
-    if cfg.peft.strato.rank_floor != "uniform":
-        return
-    solver = cfg.peft.solver or "knapsack"
-    if solver not in ("knapsack", "uniform"):
-        raise ConfigError(f"peft.strato.rank_floor: 'uniform' is for the knapsack solver (got peft.solver: {solver}); "
-                          "use rank_floor: none with it")
-    problem.floor = uniform_fill(problem)
+    if cfg.peft.strato.rank_floor == "uniform":
+        problem.floor = uniform_fill(problem)
 
 
 def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, total_steps: int,

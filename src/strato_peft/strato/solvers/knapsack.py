@@ -25,7 +25,8 @@ def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]
     """Add rank units by best marginal value per marginal weighted cost until nothing more fits, starting from
     ``problem.floor`` (``rank_floor: uniform``: the budget's uniform LoRA, so only what it leaves over is placed)."""
     ranks = {s.name: int(problem.floor.get(s.name, 0)) for s in problem.sites}
-    used = {d: problem.usage(ranks).get(d, 0.0) for d in problem.weights}
+    floor_usage = problem.usage(ranks)
+    used = {d: floor_usage.get(d, 0.0) for d in problem.weights}
 
     def step(site: ModuleSite, r: int) -> tuple[float, dict[str, float]]:
         now, nxt = problem.site_usage(site, r) if r else {}, problem.site_usage(site, r + 1)
