@@ -184,12 +184,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
         out[f"strato_ppo_b{budget}_sched"] = {"method": "strato", "solver": "ppo", "budget": budget,
                                               "strato": {"scheduler": True}}
     # the rest of the curve: STRATO at every LoRA frontier rank's params (r1, r2, r8, r16), so that the claim is
-    # about LoRA's whole score-versus-params curve, not one point of it
-    for budget in CURVE_BUDGETS:
-        out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
-    # between LoRA's grid points: a budget there buys LoRA's lower rank, STRATO can spend all of it (the summary also
-    # sets it against LoRA's curve interpolated in params, the stricter bar)
-    for budget in BETWEEN_GRID_BUDGETS:
+    # about LoRA's whole score-versus-params curve, not one point of it; and between LoRA's grid points, where a
+    # budget buys LoRA's lower rank and STRATO can spend all of it (the summary also sets it against LoRA's curve
+    # as a straight line there, the stricter bar)
+    for budget in (*CURVE_BUDGETS, *BETWEEN_GRID_BUDGETS):
         out[f"strato_knapsack_b{budget}"] = {"method": "strato", "solver": "knapsack", "budget": budget}
     # ... with the budget's LoRA kept whole (rank_floor: uniform): every module at the lower rank, the map placing only
     # what is left over, against the map placing all of it (which leaves modules without an adapter)
