@@ -11,10 +11,10 @@ or another arm definition, not more seeds of the same.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
+import results_file
 from arm_stats import restate, seed_costs_from_means
 
 SAME_ARM_KEYS = ("held_out_examples", "learning_rates", "scheduler")  # equal wherever both sides record them
@@ -24,23 +24,25 @@ def load(path: Path, task: str) -> tuple[dict[str, dict[str, Any]], dict[str, di
     """The arms a results file of this benchmark holds for ``task`` and its sharing record (arm -> seed -> the arm
     whose run it is); none if it has no such task. Seed keys back to ints after JSON; a seed without recorded costs
     (a file that predates them) gets the arm's means."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"--earlier-results {path}: cannot read it as JSON ({exc})") from None
-    tasks = data.get("tasks") if isinstance(data, dict) else None
-    if not isinstance(tasks, dict):
-        raise SystemExit(f"--earlier-results {path}: no 'tasks' in it (expected a results file of this benchmark, "
-                         "e.g. bench/results/strato_vs_baselines.json)")
-    found = tasks.get(task) or {}
+    found = _task(path, task) or {}
     arms = {}
     for name, arm in (found.get("arms") or {}).items():
-        arm = {**arm, "seed_scores": {int(k): v for k, v in (arm.get("seed_scores") or {}).items()}}
-        arm["seed_costs"] = {**seed_costs_from_means(arm),
-                             **{int(k): v for k, v in (arm.get("seed_costs") or {}).items()}}
+        arm = {**arm, "seed_scores": arm.get("seed_scores") or {}}
+        arm["seed_costs"] = {**seed_costs_from_means(arm), **(arm.get("seed_costs") or {})}
         arms[name] = arm
-    shared = {name: {int(s): same for s, same in seeds.items()} for name, seeds in (found.get("shared") or {}).items()}
+    shared = found.get("shared") or {}
     return arms, shared
+
+
+def recorded_comparison(path: Path, task: str) -> Optional[dict[str, Any]]:
+    """The metric, thresholds and baseline the file's summary of ``task`` was computed with (a summary made from
+    results files alone, no run at hand, is stated in them); None if the file has no such task."""
+    found = _task(path, task)
+    return None if found is None else found.get("comparison")
+
+
+def _task(path: Path, task: str) -> Optional[dict[str, Any]]:
+    return results_file.read(path, "--earlier-results")[1].get(task)
 
 
 def join(arms: dict[str, dict[str, Any]], shared: dict[str, dict[int, str]], path: Path, task: str, scale: float,

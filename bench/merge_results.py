@@ -8,28 +8,10 @@ and verdict as computed when it was written) and records where each came from an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-
-def _number(key: str) -> Any:
-    """A JSON object key back to the int or float it was (seeds, budgets), else the key itself."""
-    for kind in (int, float):
-        try:
-            return kind(key)
-        except ValueError:
-            pass
-    return key
-
-
-def _restore_keys(obj: Any) -> Any:
-    """JSON turns int and float dict keys (seeds, budgets) into strings; the report's code expects numbers."""
-    if isinstance(obj, dict):
-        return {_number(k) if isinstance(k, str) else k: _restore_keys(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_restore_keys(v) for v in obj]
-    return obj
+import results_file
 
 
 def load(paths: list[Path], tasks: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -38,21 +20,14 @@ def load(paths: list[Path], tasks: list[str]) -> tuple[dict[str, dict[str, Any]]
     summaries: dict[str, dict[str, Any]] = {}
     sources: dict[str, dict[str, Any]] = {}
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"--merge-results {path}: cannot read it as JSON ({exc})") from None
-        found = data.get("tasks") if isinstance(data, dict) else None
-        if not isinstance(found, dict) or not found:
-            raise SystemExit(f"--merge-results {path}: no 'tasks' in it (expected a results file of this benchmark, "
-                             "e.g. bench/results/strato_vs_baselines.json)")
+        data, found = results_file.read(path, "--merge-results")
         for task, summary in found.items():
             if task not in tasks:
                 continue
             if task in summaries:
                 raise SystemExit(f"--merge-results: task {task} is in {sources[task]['file']} and in {path}; give "
                                  "each task from one file")
-            summaries[task] = _restore_keys(summary)
+            summaries[task] = summary
             earlier = (data.get("sources") or {}).get(task)  # a merged file: keep where the task first came from
             sources[task] = earlier or {"file": str(path), "command": data.get("command"),
                                         "machine": data.get("machine")}

@@ -452,18 +452,20 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
     days, or seeds added later) and the verdicts of the issue; ``only``: these arms (configurations) alone;
     ``earlier``: results files of this benchmark whose arms (per-seed scores, costs) join those of the runs where no
     run folder has them; ``pairs``: (a, b) arms to compare seed by seed."""
-    from strato_peft.experiments.compare import CompareError, build_comparison, run_folder
+    from strato_peft.experiments.compare import run_folder
+
+    import earlier_results
+    import shared_runs
 
     spec = TASKS[task]
-    comparison = None
-    for reference in reference_order():  # LoRA r8, else the highest frontier rank (validation, CPU re-runs)
-        try:
-            comparison = build_comparison(runs_dir, baseline=reference, metric=spec["metric"])
-            break
-        except CompareError:
-            continue
-    if comparison is None:  # no frontier run at all: compare's default baseline (or its error, if no runs)
-        comparison = build_comparison(runs_dir, metric=spec["metric"])
+    dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
+    comparison = runs_comparison(dirs, spec["metric"])
+    if comparison is None:  # no run at hand: a summary of the results files alone, or nothing to summarize
+        recorded = next((c for c in (earlier_results.recorded_comparison(p, task) for p in earlier or []) if c), None)
+        if recorded is None:
+            raise SystemExit(f"{task}: no run under {', '.join(map(str, dirs)) or 'any --runs-dir'} and no "
+                             "--earlier-results file holds this task: nothing to summarize")
+        comparison = {**recorded, "configurations": [], "runs": [], "run_counts": {}}
     rows = {row["name"]: row for row in comparison["configurations"]}
     scale = spec["score_scale"]
     summary: dict[str, Any] = {"arms": {}, "verdicts": {}}
@@ -497,10 +499,6 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
                                        "peak_memory_bytes": r["peak_memory_bytes"] if own_peak else None,
                                        "wall_seconds": r["wall_time_seconds"]} for r in runs},
         }
-    import earlier_results
-    import shared_runs
-
-    dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
     summary["shared"] = shared_runs.merge(summary["arms"], shared_runs.records(dirs), scale, only)
     summary["earlier"] = {}
     for path in earlier or []:
@@ -513,6 +511,26 @@ def summarize(task: str, runs_dir: Path | list[Path], only: Optional[list[str]] 
     summary["curve"] = curve_verdict(summary["arms"], summary["verdicts"])
     summary["scheduler"] = scheduler_worth(summary["arms"])
     return summary
+
+
+def runs_comparison(dirs: list[Path], metric: str) -> Optional[dict[str, Any]]:
+    """compare's table of the runs in ``dirs`` with the reference arm as its baseline (LoRA r8, else the highest
+    frontier rank: validation, CPU re-runs; else compare's default); None where no folder holds a run."""
+    from strato_peft.experiments.collect import find_run_dirs
+    from strato_peft.experiments.compare import CompareError, build_comparison
+
+    dirs = [d for d in dirs if d.is_dir() and find_run_dirs(d)]
+    if not dirs:
+        return None
+    for reference in reference_order():
+        try:
+            return build_comparison(dirs, baseline=reference, metric=metric)
+        except CompareError:
+            continue
+    try:
+        return build_comparison(dirs, metric=metric)
+    except CompareError as exc:
+        raise SystemExit(f"runs in {', '.join(map(str, dirs))}: {exc}") from None
 
 
 def judge_original_criteria(summary: dict[str, Any]) -> None:
@@ -1053,11 +1071,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                                   lr_protocol=args.lr_protocol, share=args.share_runs)
     if args.in_process:
         return 0 if all(e["status"] != "failed" for log in logs.values() for e in log) else 1
+    import earlier_results
+
+    earlier = [Path(p) for p in args.earlier_results]
     for task in TASKS:  # the report covers every task that has runs, not only the ones run now
         runs_dirs = [Path(d) / task for d in args.runs_dir if (Path(d) / task).is_dir()]
-        if runs_dirs:
-            summaries[task] = summarize(task, runs_dirs, args.arms if args.summarize_only else None,
-                                        [Path(p) for p in args.earlier_results], pairs)
+        # --summarize-only of a task no run folder holds: its summary made again from the results files alone
+        rebuilt = args.summarize_only and task in args.task and any(
+            earlier_results.recorded_comparison(p, task) is not None for p in earlier)
+        if runs_dirs or rebuilt:
+            summaries[task] = summarize(task, runs_dirs, args.arms if args.summarize_only else None, earlier, pairs)
             base = next((d for d in runs_dirs if (d / "base_model_eval.json").is_file()), None)
             if base is not None:
                 summaries[task]["base_model"] = base_model_score(task, base)

@@ -439,6 +439,41 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
                     "--overwrite"])
 
 
+def test_a_summary_is_made_again_from_a_results_file_alone_with_every_verdict_recomputed(bench, tmp_path):
+    """Run folders go with a machine; --summarize-only with --earlier-results and no run at hand makes the task's
+    summary again from the file's per-seed scores and costs (so a verdict added since, the line between two ranks,
+    is judged on old results); no runs and no file holding the task is a one-line error, not compare's traceback."""
+    import json
+
+    from test_compare import write_config
+
+    old = tmp_path / "old"
+    for r, scores in ((4, [0.72, 0.71, 0.73]), (8, [0.76, 0.75, 0.77])):
+        write_config(old / "tweets", f"lora_all_r{r}", scores, trainable=r * R1, wall=100.0)
+    write_config(old / "tweets", "strato_knapsack_b0.75", [0.76, 0.76, 0.76], trainable=6 * R1, wall=105.0)
+    earlier = tmp_path / "earlier"
+    assert bench.main(["--summarize-only", "--runs-dir", str(old), "--out", str(earlier)]) == 0
+    made = json.loads(earlier.with_suffix(".json").read_text())["tasks"]["tweets"]
+    for point in made["curve"]["points"].values():
+        point.pop("line")  # as a file written before the line bar holds it
+    earlier.with_suffix(".json").write_text(json.dumps({"tasks": {"tweets": made}}))
+    empty = tmp_path / "none"
+    out = tmp_path / "again"
+    assert bench.main(["--summarize-only", "--task", "tweets", "--runs-dir", str(empty), "--out", str(out),
+                       "--earlier-results", str(earlier.with_suffix(".json"))]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())["tasks"]["tweets"]
+    assert again["arms"]["lora_all_r8"]["seed_scores"] == {"42": 76.0, "43": 75.0, "44": 77.0}
+    assert again["comparison"]["baseline"] == "lora_all_r8" and again["comparison"]["metric"]["name"] == "eval_accuracy"
+    point = again["curve"]["points"]["0.75"]
+    assert point["score"] == pytest.approx(76.0) and point["line"]["score"] == pytest.approx(74.0)  # halfway: r4 72 .. r8 76
+    assert point["line"]["margin"] == pytest.approx(2.0) and point["line"]["low"] == "lora_all_r4"
+    assert again["verdicts"]["strato_knapsack_b0.75"]["wall_time_ratio"] == pytest.approx(1.05)
+    (empty / "tweets").mkdir(parents=True)  # a task folder with no run in it: the same one-line refusal
+    with pytest.raises(SystemExit, match="tweets: no run under .* and no --earlier-results file holds this task"):
+        bench.main(["--summarize-only", "--task", "tweets", "--runs-dir", str(empty), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_earlier_results_add_the_seeds_the_runs_lack_and_every_statistic_is_over_all_seeds(bench, tmp_path):
     """Seed 42 of an arm in a committed results file and seeds 43-44 in new runs make one arm of three seeds (mean,
     std, per-seed walls, original criteria against the reference's three seeds); a seed with a run is never taken
