@@ -880,6 +880,28 @@ def test_rank_floor_places_the_leftover_in_the_dry_run_and_is_refused_with_ppo(m
                                                      "strato": {"rank_floor": "uniform"}}))
 
 
+@pytest.mark.parametrize("min_gain", [0.0, 1e9])
+def test_rank_floor_in_the_search_places_the_leftover_only_where_the_map_gate_opens(min_gain, make_config,
+                                                                                   monkeypatch, tmp_path):
+    """The real search (map from data): with the gate open the floor (rank 1 everywhere at 0.375 x LoRA r4) keeps
+    every module and the map places the leftover on top; with the gate closed the uniform LoRA trains alone and the
+    leftover stays unspent, as without the floor (the map cannot tell where it would help)."""
+    from strato_peft.training.run import search_plan
+
+    monkeypatch.setenv("STRATO_CACHE", str(tmp_path / "cache"))
+    cfg = make_config("llama", "strato", peft={"budget": 0.375, "strato": {
+        "rank_floor": "uniform", "min_map_gain": min_gain, "max_probes": 2, "probe_steps": 2,
+        "max_search_fraction": 1.0, "sensitivity_batches": 2}}, training={"max_steps": 12})
+    plan = search_plan(cfg)
+    ranks = plan["allocation"]
+    assert len(ranks) == 14 and min(ranks.values()) == 1 and plan["search"]["rank_floor"] == "uniform"
+    assert plan["search"]["searched"] is (min_gain == 0.0) and plan["budget_usage"]["params"] <= 1.0 + 1e-9
+    if min_gain:
+        assert set(ranks.values()) == {1}
+    else:
+        assert sum(ranks.values()) > 14 and plan["budget_usage"]["params"] > 1.25 / 1.5
+
+
 def test_probe_allowance_caps_the_probes_at_a_fraction_of_the_run():
     """Probes together stay within max_search_fraction of the run's steps, and never above max_probes."""
     from strato_peft.strato.planner import probe_allowance

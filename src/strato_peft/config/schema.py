@@ -124,7 +124,8 @@ class StratoSearchConfig(_Section):
         "none", description="'none': the map places the whole budget (a module may get no adapter). 'uniform': every "
         "candidate module keeps at least the budget's uniform rank (the LoRA this budget buys) and the map places "
         "only what that leaves over, e.g. between two LoRA ranks' costs; at a rank's own cost this is that LoRA. "
-        "knapsack (and uniform) solver only.")
+        "Where the search is skipped (min_map_gain, max_search_fraction) the uniform LoRA trains alone and the "
+        "leftover stays unspent, as without the floor. knapsack (and uniform) solver only.")
     scheduler: bool = Field(
         False, description="Grow and shrink ranks during training within the budget (SVD truncation, optimizer state "
         "kept). Off by default: paired by seed on tweets validation rows (seeds 42-47, at 0.125x / 0.25x / 0.5x / 1x "
