@@ -193,6 +193,12 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # what is left over, against the map placing all of it (which leaves modules without an adapter)
     out["strato_knapsack_b0.1875_floor"] = {"method": "strato", "solver": "knapsack", "budget": 0.1875,
                                             "strato": {"rank_floor": "uniform"}}
+    # ... and at a grid point, LoRA r2's cost, with rank 1 kept on every module (rank_floor: 1) and the map placing
+    # the other half of the budget: the floor's extras at 0.1875x bought nearly what LoRA r2's uniform extra rank
+    # buys at half its params; does the map's placement of a whole r1's worth beat LoRA r2 itself? (The gate forced
+    # open: the map values the floored pick only 0.2% above the uniform r2, so at min_map_gain 5% this is LoRA r2)
+    out["strato_knapsack_b0.25_floor1"] = {"method": "strato", "solver": "knapsack", "budget": 0.25,
+                                           "strato": {"rank_floor": 1, "min_map_gain": 0.0}}
     # below LoRA's cheapest point (all-linear r1): half r1's params, where only a sparse allocation fits; it beats
     # the curve there if it scores as LoRA r1 does at twice its cost
     out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "knapsack",

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -353,6 +354,36 @@ def test_a_uniform_floor_keeps_the_budgets_lora_and_places_only_the_leftover():
     assert greedy(exact, exact.value) == exact.floor == {s.name: 2 for s in exact.sites}
     assert map_gain(exact) == pytest.approx(0.0)
     assert get_solver("knapsack")(exact).allocation == exact.floor
+
+
+def test_an_integer_floor_keeps_rank_k_everywhere_and_the_map_places_the_rest():
+    """rank_floor: k. 6 sites of 32 params per rank, a budget of 12 units (LoRA r2 exactly): floor 1 keeps rank 1 on
+    every site and the greedy places the 6 units left where the map values them most (the v sites, which it values
+    15x the q sites), and the knapsack trains that. With the q sites valued like the v sites the rest goes one unit
+    to each site: the uniform r2, LoRA's own shape at this cost."""
+    from strato_peft.strato.planner import apply_rank_floor, map_gain
+
+    cfg = SimpleNamespace(peft=SimpleNamespace(strato=SimpleNamespace(rank_floor=1)))
+    problem = synthetic_problem({"q": 0.2, "v": 3.0}, budget_params=12 * 32)
+    apply_rank_floor(cfg, problem)
+    assert problem.floor == {s.name: 1 for s in problem.sites}
+    floored = greedy(problem, problem.value)
+    assert problem.fits(floored) and sum(floored.values()) == 12 and min(floored.values()) == 1
+    assert all(floored[f"layers.{i}.q"] == 1 for i in range(3)) and sum(floored[f"layers.{i}.v"] for i in range(3)) == 9
+    assert map_gain(problem) > 0 and get_solver("knapsack")(problem).allocation == floored
+    alike = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=12 * 32)
+    apply_rank_floor(cfg, alike)
+    assert get_solver("knapsack")(alike).allocation == {s.name: 2 for s in alike.sites}
+
+
+def test_an_integer_floor_that_does_not_fit_the_budget_names_the_field():
+    from strato_peft.errors import ConfigError
+    from strato_peft.strato.planner import apply_rank_floor
+
+    problem = synthetic_problem({"q": 1.0, "v": 1.0}, budget_params=11 * 32)
+    with pytest.raises(ConfigError, match=r"peft\.strato\.rank_floor: rank 2 on all 6 candidate modules uses "
+                                          r"params 1\.091x of the budget"):
+        apply_rank_floor(SimpleNamespace(peft=SimpleNamespace(strato=SimpleNamespace(rank_floor=2))), problem)
 
 
 def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
@@ -878,6 +909,20 @@ def test_rank_floor_places_the_leftover_in_the_dry_run_and_is_refused_with_ppo(m
     with pytest.raises(ConfigError, match="rank_floor"):
         dry_run(make_config("llama", "strato", peft={"budget": 0.375, "solver": "ppo",
                                                      "strato": {"rank_floor": "uniform"}}))
+    # an integer floor: rank 1 fits 0.375 x LoRA r4 (1.5 units a module), rank 2 does not, and is refused by name
+    plan = dry_run(make_config("llama", "strato", peft={"budget": 0.375, "strato": {"rank_floor": 1}}))["strato"]
+    assert plan["modules"] == 14 and plan["total_rank"] > 14
+    with pytest.raises(ConfigError, match=r"rank_floor: rank 2 on all 14 candidate modules uses params 1\.333x"):
+        dry_run(make_config("llama", "strato", peft={"budget": 0.375, "strato": {"rank_floor": 2}}))
+
+
+@pytest.mark.parametrize("floor, needle", [(0, "got 0"), (True, "got True"), ("2", "got '2'"),
+                                           (64, "above max_rank 32")])
+def test_a_bad_rank_floor_is_refused_at_load(make_config, floor, needle):
+    from strato_peft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"peft\.strato.*{needle}"):
+        make_config("llama", "strato", peft={"budget": 0.5, "strato": {"rank_floor": floor}})
 
 
 @pytest.mark.parametrize("min_gain", [0.0, 1e9])

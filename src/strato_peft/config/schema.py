@@ -7,7 +7,7 @@ Sections follow the original experiment framework: ``model``, ``peft``, ``task``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,18 +120,35 @@ class StratoSearchConfig(_Section):
         "below `init_min_rank` (so the gradient start would apply to no module): 'uniform' trains that rank on "
         "every module (LoRA's own shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the "
         "sensitivity map values most per unit of cost, as many as fit, and leaves the rest without an adapter.")
-    rank_floor: Literal["none", "uniform"] = Field(
+    rank_floor: Union[Literal["none", "uniform"], Annotated[int, Field(ge=1, strict=True)]] = Field(
         "none", description="'none': the map places the whole budget (a module may get no adapter). 'uniform': every "
         "candidate module keeps at least the budget's uniform rank (the LoRA this budget buys) and the map places "
-        "only what that leaves over, e.g. between two LoRA ranks' costs; at a rank's own cost this is that LoRA. "
-        "Where the search is skipped (min_map_gain, max_search_fraction) the uniform LoRA trains alone and the "
-        "leftover stays unspent, as without the floor. knapsack (and uniform) solver only.")
+        "only what that leaves over, e.g. between two LoRA ranks' costs; at a rank's own cost this is that LoRA. An "
+        "integer k: every candidate module keeps at least rank k (k on all of them must fit the budget) and the map "
+        "places the rest, e.g. k = 1 at LoRA r2's cost; the knapsack still trains the uniform LoRA where the map "
+        "values it above the floored pick. Where the search is skipped (min_map_gain, max_search_fraction) the "
+        "budget's uniform LoRA trains (for 'uniform', the floor alone: the leftover stays unspent, as without the "
+        "floor). knapsack (and uniform) solver only.")
     scheduler: bool = Field(
         False, description="Grow and shrink ranks during training within the budget (SVD truncation, optimizer state "
         "kept). Off by default: paired by seed on tweets validation rows (seeds 42-47, at 0.125x / 0.25x / 0.5x / 1x "
         "of LoRA r8's params) it gained nothing at any budget (docs/strato_results.md).")
     scheduler_interval: Optional[int] = Field(None, gt=0, description="Steps between two rank reallocations; None: "
                                               "10% of the run's steps.")
+
+    @field_validator("rank_floor", mode="before")
+    @classmethod
+    def _floor_value(cls, value: Any) -> Any:
+        if value in ("none", "uniform") or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("expected 'none', 'uniform' or an integer rank >= 1")
+
+    @model_validator(mode="after")
+    def _floor_within_max_rank(self) -> "StratoSearchConfig":
+        if isinstance(self.rank_floor, int) and self.rank_floor > self.max_rank:
+            raise ValueError(f"rank_floor {self.rank_floor} is above max_rank {self.max_rank}: expected a floor no "
+                             "module's rank cap forbids")
+        return self
 
     @model_validator(mode="after")
     def _fill_needs_the_gradient_start(self) -> "StratoSearchConfig":
@@ -211,9 +228,9 @@ class PeftConfigSection(_Section):
 
     @model_validator(mode="after")
     def _floor_needs_the_greedy(self) -> "PeftConfigSection":
-        if self.strato.rank_floor == "uniform" and self.solver not in (None, "knapsack", "uniform"):
-            raise ValueError(f"strato.rank_floor 'uniform' is for the knapsack solver (got solver: {self.solver}); "
-                             "use rank_floor: none with it")
+        if self.strato.rank_floor != "none" and self.solver not in (None, "knapsack", "uniform"):
+            raise ValueError(f"strato.rank_floor {self.strato.rank_floor!r} is for the knapsack solver (got solver: "
+                             f"{self.solver}); use rank_floor: none with it")
         return self
 
 

@@ -103,12 +103,21 @@ def reference_targets(cfg: Any) -> Any:
 
 
 def apply_rank_floor(cfg: Any, problem: Any) -> None:
-    """``rank_floor: uniform``: the budget's uniform LoRA becomes the floor the greedy places the rest of the budget
-    on (the config refuses it with a solver that does not build on the greedy)."""
+    """``rank_floor``: the ranks the greedy starts from and places the rest of the budget on ('uniform': the budget's
+    uniform LoRA; an integer k: rank k on every candidate module, which must fit the budget). The config refuses a
+    floor with a solver that does not build on the greedy."""
+    from strato_peft.errors import ConfigError
     from strato_peft.strato.solvers.knapsack import uniform_fill
 
-    if cfg.peft.strato.rank_floor == "uniform":
+    floor = cfg.peft.strato.rank_floor
+    if floor == "uniform":
         problem.floor = uniform_fill(problem)
+    elif floor != "none":
+        problem.floor = {s.name: min(floor, s.d_in, s.d_out) for s in problem.sites}
+        if not problem.fits(problem.floor):
+            over = ", ".join(f"{d} {u:.3f}x" for d, u in problem.usage(problem.floor).items() if u > 1.0 + 1e-9)
+            raise ConfigError(f"peft.strato.rank_floor: rank {floor} on all {len(problem.sites)} candidate modules "
+                              f"uses {over} of the budget; expected at most 1x (lower the floor or raise peft.budget)")
 
 
 def make_plan(cfg: Any, model: Any, tokenizer: Any, data: Any, platform: Any, total_steps: int,
