@@ -199,6 +199,9 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # open: the map values the floored pick only 0.2% above the uniform r2, so at min_map_gain 5% this is LoRA r2)
     out["strato_knapsack_b0.25_floor1"] = {"method": "strato", "solver": "knapsack", "budget": 0.25,
                                            "strato": {"rank_floor": 1, "min_map_gain": 0.0}}
+    # the same rule at LoRA r4's cost: half the budget's uniform rank kept everywhere, the map placing the rest
+    out["strato_knapsack_b0.5_floor2"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
+                                          "strato": {"rank_floor": 2, "min_map_gain": 0.0}}
     # below LoRA's cheapest point (all-linear r1): half r1's params, where only a sparse allocation fits; it beats
     # the curve there if it scores as LoRA r1 does at twice its cost
     out[f"strato_knapsack_b{BELOW_CURVE_BUDGET}"] = {"method": "strato", "solver": "knapsack",
