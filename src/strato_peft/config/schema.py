@@ -7,7 +7,7 @@ Sections follow the original experiment framework: ``model``, ``peft``, ``task``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,7 +120,7 @@ class StratoSearchConfig(_Section):
         "below `init_min_rank` (so the gradient start would apply to no module): 'uniform' trains that rank on "
         "every module (LoRA's own shape at this cost), 'top_modules' trains rank `init_min_rank` on the modules the "
         "sensitivity map values most per unit of cost, as many as fit, and leaves the rest without an adapter.")
-    rank_floor: Union[Literal["none", "uniform"], Annotated[int, Field(ge=1, strict=True)]] = Field(
+    rank_floor: Union[Literal["none", "uniform"], int] = Field(  # an int is checked by _floor_value
         "none", description="'none': the map places the whole budget (a module may get no adapter). 'uniform': every "
         "candidate module keeps at least the budget's uniform rank (the LoRA this budget buys) and the map places "
         "only what that leaves over, e.g. between two LoRA ranks' costs; at a rank's own cost this is that LoRA. An "
