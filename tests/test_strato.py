@@ -386,6 +386,21 @@ def test_an_integer_floor_that_does_not_fit_the_budget_names_the_field():
         apply_rank_floor(SimpleNamespace(peft=SimpleNamespace(strato=SimpleNamespace(rank_floor=2))), problem)
 
 
+def test_a_narrow_module_caps_its_rank_at_its_smaller_side_in_the_floor_and_the_greedy():
+    """A 2 -> 16 module cannot hold a rank above 2: a floor of 4 gives it 2, and the greedy, with budget to spare and
+    the map valuing it most, grows it no further (the wide modules reach max_rank)."""
+    from strato_peft.strato.planner import apply_rank_floor
+
+    narrow = ModuleSite("layers.0.narrow", "narrow", 0, 2, 16)
+    assert narrow.rank_limit() == 2 and narrow.rank_limit(6) == 2 and ModuleSite("w", "w", 0, 16, 16).rank_limit(6) == 6
+    problem = synthetic_problem({"q": 1.0}, budget_params=10_000, layers=2)
+    problem.sites = [*problem.sites, narrow]
+    problem.value = lambda site, r: (10.0 if site.kind == "narrow" else 1.0) * sum(0.6 ** i for i in range(r))
+    apply_rank_floor(SimpleNamespace(peft=SimpleNamespace(strato=SimpleNamespace(rank_floor=4))), problem)
+    assert problem.floor == {"layers.0.q": 4, "layers.1.q": 4, "layers.0.narrow": 2}
+    assert greedy(problem, problem.value) == {"layers.0.q": 6, "layers.1.q": 6, "layers.0.narrow": 2}
+
+
 def test_knapsack_beats_uniform_and_probes_choose_through_the_archive():
     calls = []
 

@@ -113,7 +113,7 @@ def apply_rank_floor(cfg: Any, problem: Any) -> None:
     if floor == "uniform":
         problem.floor = uniform_fill(problem)
     elif floor != "none":
-        problem.floor = {s.name: min(floor, s.d_in, s.d_out) for s in problem.sites}
+        problem.floor = {s.name: s.rank_limit(floor) for s in problem.sites}
         if not problem.fits(problem.floor):
             over = ", ".join(f"{d} {u:.3f}x" for d, u in problem.usage(problem.floor).items() if u > 1.0 + 1e-9)
             raise ConfigError(f"peft.strato.rank_floor: rank {floor} on all {len(problem.sites)} candidate modules "

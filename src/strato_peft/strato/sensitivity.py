@@ -136,7 +136,7 @@ def build_sensitivity(model: torch.nn.Module, batches: Iterable[Mapping[str, Any
         for s in sites:
             g = grads[s.name]
             if g is None:
-                spectra[s.name] = [0.0] * min(max_rank, s.d_in, s.d_out)
+                spectra[s.name] = [0.0] * s.rank_limit(max_rank)
                 continue
             u, sv, vh = top_svd(g / n_batches, max_rank)
             spectra[s.name] = [float(x) for x in sv.cpu()]

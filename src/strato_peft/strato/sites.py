@@ -26,6 +26,11 @@ class ModuleSite:
     def numel(self) -> int:
         return self.d_in * self.d_out
 
+    def rank_limit(self, max_rank: Optional[int] = None) -> int:
+        """The largest rank a LoRA on this module can use: min(d_in, d_out), and ``max_rank`` when one is given."""
+        limit = min(self.d_in, self.d_out)
+        return limit if max_rank is None else min(limit, max_rank)
+
 
 _LAYER = re.compile(r"\.(\d+)\.")
 

@@ -36,7 +36,7 @@ def level_fill(problem: AllocationProblem, groups: Optional[list[list[ModuleSite
         return {s.name: level for s in group} if level else {}
 
     for level in range(1, problem.max_rank + 1):
-        eligible = [g for g in groups if all(alloc.get(s.name, 0) == level - 1 and level <= min(s.d_in, s.d_out)
+        eligible = [g for g in groups if all(alloc.get(s.name, 0) == level - 1 and level <= s.rank_limit()
                                              for s in g)]
 
         def ratio(group: list[ModuleSite], level: int = level) -> float:

@@ -37,7 +37,7 @@ def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]
 
     heap = []
     for i, s in enumerate(problem.sites):
-        if ranks[s.name] < min(problem.max_rank, s.d_in, s.d_out):
+        if ranks[s.name] < s.rank_limit(problem.max_rank):
             ratio, delta = step(s, ranks[s.name])
             heapq.heappush(heap, (-ratio, i, delta))
     while heap:
@@ -50,7 +50,7 @@ def greedy(problem: AllocationProblem, value: Callable[[ModuleSite, int], float]
         for d in delta:
             used[d] += delta[d]
         ranks[site.name] += 1
-        if ranks[site.name] < min(problem.max_rank, site.d_in, site.d_out):
+        if ranks[site.name] < site.rank_limit(problem.max_rank):
             ratio, delta = step(site, ranks[site.name])
             heapq.heappush(heap, (-ratio, i, delta))
     return {n: r for n, r in ranks.items() if r}
@@ -76,7 +76,7 @@ def top_modules_fill(problem: AllocationProblem, rank: int) -> Allocation:
 
     chosen: Allocation = {}
     for site in sorted(problem.sites, key=ratio, reverse=True):
-        if rank <= min(site.d_in, site.d_out) and problem.fits({**chosen, site.name: rank}):
+        if rank <= site.rank_limit() and problem.fits({**chosen, site.name: rank}):
             chosen[site.name] = rank
     return chosen
 
