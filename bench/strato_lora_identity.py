@@ -12,7 +12,6 @@ test_strato_training_the_uniform_lora_trains_exactly_the_lora_of_that_seed check
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 
 def compare(task: str, strato_arm: str, lora_arm: str, seed: int, steps: int, work: Path) -> dict[str, Any]:
     """Train both arms ``steps`` steps into ``work``; their losses, the STRATO plan's gate and the update difference."""
-    import strato_vs_baselines as bench
+    import bench_arms as bench
     from strato_peft.config import validate_config
     from strato_peft.training.run import train
 
@@ -52,7 +51,7 @@ def compare(task: str, strato_arm: str, lora_arm: str, seed: int, steps: int, wo
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    import strato_vs_baselines as bench
+    import bench_arms as bench
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(bench.TASKS), default="addition")

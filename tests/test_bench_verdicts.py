@@ -24,6 +24,22 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture(scope="module")
+def bench_arms(bench):
+    """The benchmark's tasks and arms (bench/bench_arms.py; importable once the CLI has put bench/ on the path)."""
+    import bench_arms
+
+    return bench_arms
+
+
+@pytest.fixture(scope="module")
+def bench_runs(bench):
+    """Training the arms (bench/bench_runs.py)."""
+    import bench_runs
+
+    return bench_runs
+
+
 def arm(mean: float, params: int, wall: float) -> dict:
     return {"mean": mean, "params": params, "wall_seconds": wall}
 
@@ -209,29 +225,29 @@ def test_scheduler_worth_pairs_each_budget_by_the_runs_recorded_scheduler_and_po
                                                                                                "pooled": None}
 
 
-def test_a_complete_run_trained_with_other_settings_is_named_not_reused(bench, tmp_path):
+def test_a_complete_run_trained_with_other_settings_is_named_not_reused(bench, bench_arms, bench_runs, tmp_path):
     """The benchmark skips a complete run only if it was trained as the arm is now defined: a changed default (the
     scheduler), another lr, are named; where it writes is not a setting, nor STRATO's section for a LoRA arm."""
     import yaml
 
     table = bench.arms("tweets")
-    old = bench.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
+    old = bench_arms.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
                            tmp_path / "a")
     (tmp_path / "config_used.yaml").write_text(yaml.safe_dump(old.to_yaml_dict()))
-    now = bench.arm_config("tweets", "strato_knapsack_b0.5_nosched", table["strato_knapsack_b0.5_nosched"], 42,
+    now = bench_arms.arm_config("tweets", "strato_knapsack_b0.5_nosched", table["strato_knapsack_b0.5_nosched"], 42,
                            tmp_path / "b")  # another output folder and run name too
-    assert bench.config_drift(tmp_path, now) == ["peft.strato.scheduler: True -> False"]
-    assert bench.config_drift(tmp_path, old) == []
-    again = bench.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
+    assert bench_runs.config_drift(tmp_path, now) == ["peft.strato.scheduler: True -> False"]
+    assert bench_runs.config_drift(tmp_path, old) == []
+    again = bench_arms.arm_config("tweets", "strato_knapsack_b0.5_sched", table["strato_knapsack_b0.5_sched"], 42,
                              tmp_path, learning_rate=5e-3)
-    assert bench.config_drift(tmp_path, again) == ["training.learning_rate: 0.002 -> 0.005"]
-    lora = bench.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path)
+    assert bench_runs.config_drift(tmp_path, again) == ["training.learning_rate: 0.002 -> 0.005"]
+    lora = bench_arms.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path)
     used = lora.to_yaml_dict()
     used["peft"]["strato"]["max_probes"] = 3  # an old STRATO default in a LoRA run's config: not LoRA's setting
     (tmp_path / "config_used.yaml").write_text(yaml.safe_dump(used))
-    assert bench.config_drift(tmp_path, lora) == []
+    assert bench_runs.config_drift(tmp_path, lora) == []
     (tmp_path / "config_used.yaml").write_text("seed: [")
-    assert bench.config_drift(tmp_path, lora)[0].startswith("config_used.yaml unreadable")
+    assert bench_runs.config_drift(tmp_path, lora)[0].startswith("config_used.yaml unreadable")
 
 
 def test_summary_measures_original_criteria_and_wall_time_against_the_same_arm(bench, tmp_path):
@@ -296,48 +312,48 @@ def test_report_command_is_quoted_so_it_copy_pastes_into_a_shell(bench, monkeypa
     assert shlex.split(command)[1:] == ["bench/strato_vs_baselines.py", "--summarize-only", "--note", note]
 
 
-def test_learning_rate_flag_changes_the_lr_and_the_run_name_only(bench, tmp_path):
+def test_learning_rate_flag_changes_the_lr_and_the_run_name_only(bench, bench_arms, tmp_path):
     """--learning-rate (choosing a method's lr on validation rows) trains at that lr into <arm>_lr<LR>_seed<N>."""
     table = bench.arms("tweets")
     shared = bench.TASKS["tweets"]["base"]["training"]["learning_rate"]
-    cfg = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, learning_rate=5e-3)
+    cfg = bench_arms.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, learning_rate=5e-3)
     assert cfg.training.learning_rate == 5e-3 and cfg.peft.method == "adalora" and cfg.peft.rank == 4
     assert cfg.logging.run_name == "adalora_r4_lr0.005_seed42"
-    plain = bench.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, lr_protocol="shared")
+    plain = bench_arms.arm_config("tweets", "adalora_r4", table["adalora_r4"], 42, tmp_path, lr_protocol="shared")
     assert plain.training.learning_rate == shared and plain.logging.run_name == "adalora_r4_seed42"
     assert bench.TASKS["tweets"]["base"]["training"]["learning_rate"] == shared  # the task's table is not changed
 
 
 @pytest.mark.parametrize("task", ["tweets", "addition"])
-def test_tuned_protocol_trains_each_arm_at_its_validation_lr_under_its_plain_name(bench, tmp_path, task):
+def test_tuned_protocol_trains_each_arm_at_its_validation_lr_under_its_plain_name(bench, bench_arms, tmp_path, task):
     """The default protocol: every frontier rank at LoRA's tuned lr, every STRATO arm at STRATO's, an arm without a
     tuned lr at the task's; run names carry no lr (the lr is in the run's config and the summary)."""
     table, shared = bench.arms(task), bench.TASKS[task]["base"]["training"]["learning_rate"]
-    lrs = {name: bench.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate
+    lrs = {name: bench_arms.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate
            for name in ("lora_all_r1", "lora_all_r16", "strato_knapsack_b0.5", "strato_uniform_b0.5_nosched")}
-    assert lrs["lora_all_r1"] == lrs["lora_all_r16"] == bench.arm_learning_rate(task, "lora_all_r4") != shared
+    assert lrs["lora_all_r1"] == lrs["lora_all_r16"] == bench_arms.arm_learning_rate(task, "lora_all_r4") != shared
     assert lrs["strato_knapsack_b0.5"] == lrs["strato_uniform_b0.5_nosched"] != shared
-    gradient = bench.arm_config(task, "strato_knapsack_b0.5_gradient", table["strato_knapsack_b0.5_gradient"], 43,
+    gradient = bench_arms.arm_config(task, "strato_knapsack_b0.5_gradient", table["strato_knapsack_b0.5_gradient"], 43,
                                 tmp_path)
     assert gradient.peft.strato.init == "gradient" and gradient.training.learning_rate < lrs["strato_knapsack_b0.5"]
-    untuned = [n for n in table if not any(re.fullmatch(p, n) for p, _ in bench.TUNED_LR[task])]
+    untuned = [n for n in table if not any(re.fullmatch(p, n) for p, _ in bench_arms.TUNED_LR[task])]
     for name in untuned:
-        assert bench.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate == shared
-    cfg = bench.arm_config(task, "lora_all_r4", table["lora_all_r4"], 43, tmp_path)
+        assert bench_arms.arm_config(task, name, table[name], 43, tmp_path).training.learning_rate == shared
+    cfg = bench_arms.arm_config(task, "lora_all_r4", table["lora_all_r4"], 43, tmp_path)
     assert cfg.logging.run_name == "lora_all_r4_seed43"
-    assert all(bench.arm_learning_rate(task, n, "shared") == shared for n in table)
+    assert all(bench_arms.arm_learning_rate(task, n, "shared") == shared for n in table)
     with pytest.raises(ValueError, match="lr protocol"):
-        bench.arm_learning_rate(task, "lora_all_r4", "best")
+        bench_arms.arm_learning_rate(task, "lora_all_r4", "best")
 
 
-def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, tmp_path, capsys):
+def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, bench_arms, tmp_path, capsys):
     """A folder of runs made under the shared lr cannot pass for tuned runs of the same name: the arm fails with a
     message naming the arm and both lrs, nothing is trained, and a run at the right lr is skipped as complete."""
     from strato_peft.outputs import COMPLETE_MARKER, run_dir_for
 
     table = bench.arms("tweets")
     for protocol in ("shared", "tuned"):
-        cfg = bench.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path / protocol,
+        cfg = bench_arms.arm_config("tweets", "lora_all_r4", table["lora_all_r4"], 42, tmp_path / protocol,
                                lr_protocol=protocol)
         final = run_dir_for(cfg)
         final.mkdir(parents=True)
@@ -345,7 +361,7 @@ def test_a_complete_run_at_another_lr_is_an_error_not_a_skip(bench, tmp_path, ca
         (final / "config_used.yaml").write_text(f"training:\n  learning_rate: {5e-4}\n")
     log = bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "tuned")
     assert log[0]["status"] == "failed" and str(final) in log[0]["error"]  # the run named
-    wanted = bench.arm_learning_rate("tweets", "lora_all_r4")
+    wanted = bench_arms.arm_learning_rate("tweets", "lora_all_r4")
     assert f"training.learning_rate: 0.0005 -> {wanted}" in log[0]["error"] and "lora_all_r4" in log[0]["error"]
     assert bench.run_arms("tweets", ["lora_all_r4"], [42], tmp_path / "shared", lr_protocol="shared") == []
     assert "[skip] lora_all_r4 seed 42: complete" in capsys.readouterr().out
@@ -373,7 +389,7 @@ def test_summary_reports_each_arms_learning_rates_and_scheduler(bench, tmp_path)
 
 
 @pytest.mark.parametrize("task", ["tweets", "addition"])
-def test_top_half_arm_adapts_exactly_the_linear_layers_all_linear_would_in_the_top_half(bench, task):
+def test_top_half_arm_adapts_exactly_the_linear_layers_all_linear_would_in_the_top_half(bench, bench_arms, task):
     """lora_top_half_r<r> (the 'adapt the top' placement STRATO's low budgets are checked against): every module
     peft's all-linear picks in the upper half of the layers, the pooler on tweets, and nothing else."""
     from peft import LoraConfig, get_peft_model
@@ -399,7 +415,7 @@ def test_top_half_arm_adapts_exactly_the_linear_layers_all_linear_would_in_the_t
            or int(re.search(r"\.layers?\.(\d+)\.", n).group(1)) >= n_layers // 2}
     arm = bench.arms(task)["lora_top_half_r1"]
     assert adapted(arm["target_modules"]) == top and 0 < len(top) < len(everything)
-    assert bench.arm_learning_rate(task, "lora_top_half_r2") == bench.arm_learning_rate(task, "lora_all_r2")
+    assert bench_arms.arm_learning_rate(task, "lora_top_half_r2") == bench_arms.arm_learning_rate(task, "lora_all_r2")
 
 
 def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_by_seed(bench, tmp_path):
@@ -549,14 +565,14 @@ def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_
 
 # --- STRATO arms whose run is a LoRA run (bench/shared_runs.py) -----------------------------------------------------
 
-def _lora_run(bench, tmp_path, arm: str, seed: int, modules: list[str]):
+def _lora_run(bench_arms, tmp_path, arm: str, seed: int, modules: list[str]):
     """A complete run folder of ``arm`` where the benchmark looks for it, with an adapter file over ``modules``."""
     import torch
     from safetensors.torch import save_file
 
     from strato_peft.outputs import COMPLETE_MARKER, run_dir_for, write_config
 
-    cfg = bench.arm_config("tweets", arm, bench.arms("tweets")[arm], seed, tmp_path)
+    cfg = bench_arms.arm_config("tweets", arm, bench_arms.arms("tweets")[arm], seed, tmp_path)
     final = run_dir_for(cfg)
     (final / "adapter").mkdir(parents=True)
     save_file({f"base_model.model.{m}.lora_{x}.weight": torch.zeros(1) for m in modules for x in "AB"},
@@ -576,16 +592,16 @@ def _plan(rank: int = 4, searched: bool = False, modules=MODULES, alpha: float =
             "total_rank": rank * len(modules)}
 
 
-def test_a_strato_run_is_a_lora_run_only_when_every_condition_holds(bench, tmp_path):
+def test_a_strato_run_is_a_lora_run_only_when_every_condition_holds(bench, bench_arms, tmp_path):
     """Gate closed + uniform rank r on LoRA's modules + LoRA's scale + no scheduler + peft's start + the same
     training settings: no difference. Each condition broken alone is named."""
     import shared_runs
 
-    lora_cfg, lora = _lora_run(bench, tmp_path, "lora_all_r4", 42, MODULES)
+    lora_cfg, lora = _lora_run(bench_arms, tmp_path, "lora_all_r4", 42, MODULES)
     table = bench.arms("tweets")
 
     def cfg(arm="strato_knapsack_b0.5", **kw):
-        return bench.arm_config("tweets", arm, table[arm], 42, tmp_path, **kw)
+        return bench_arms.arm_config("tweets", arm, table[arm], 42, tmp_path, **kw)
 
     assert shared_runs.differences(cfg(), _plan(), lora_cfg, lora) == []
     cases = [(cfg(), _plan(searched=True), "the search ran"),
@@ -608,14 +624,14 @@ def test_a_strato_run_is_a_lora_run_only_when_every_condition_holds(bench, tmp_p
     assert any("peft.budget" in w for w in shared_runs.strato_differences(ppo, r5, cfg(), r5))
 
 
-def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared_scores(bench, tmp_path,
+def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared_scores(bench, bench_arms, tmp_path,
                                                                                        monkeypatch, capsys):
     import shared_runs
 
     plans = []
     monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: plans.append(name) or _plan())
     runs = tmp_path / "runs" / "tweets"
-    _lora_run(bench, runs, "lora_all_r4", 42, MODULES)
+    _lora_run(bench_arms, runs, "lora_all_r4", 42, MODULES)
     trained = []
     monkeypatch.setattr("subprocess.run", lambda *a, **k: trained.append(a))  # no training may start
     log = bench.run_arms("tweets", ["strato_knapsack_b0.5", "strato_knapsack_b0.5_sched"], [42], runs,
@@ -630,13 +646,13 @@ def test_share_runs_records_instead_of_training_and_the_summary_gives_the_shared
     assert plans == ["strato_knapsack_b0.5_seed42", "strato_knapsack_b0.5_sched_seed42"]  # recorded: no new plan
     # PPO at 0.7x (rank 5, no LoRA arm): the knapsack arm's complete run of that budget, by its recorded plan
     r5 = _plan(rank=5, alpha=16 / math.sqrt(5))
-    _, knapsack = _lora_run(bench, runs, "strato_knapsack_b0.7", 42, MODULES)
+    _, knapsack = _lora_run(bench_arms, runs, "strato_knapsack_b0.7", 42, MODULES)
     (knapsack / "adapter" / "strato_plan.json").write_text(json.dumps(r5))
     monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: r5)
     ppo = bench.run_arms("tweets", ["strato_ppo_b0.7"], [42], runs, share=True)[0]
     assert ppo["status"] == "shared" and ppo["same_as"] == str(knapsack)
     # a partner run trained with other settings than its arm has now is no partner
-    _, stale = _lora_run(bench, runs, "lora_all_r8", 42, MODULES)
+    _, stale = _lora_run(bench_arms, runs, "lora_all_r8", 42, MODULES)
     (stale / "config_used.yaml").write_text((stale / "config_used.yaml").read_text().replace(
         "learning_rate: 0.002", "learning_rate: 0.0005"))
     monkeypatch.setattr(shared_runs, "plan_for", lambda cfg, runs_dir, name: _plan(rank=8, alpha=16 / math.sqrt(8)))
