@@ -14,6 +14,8 @@ CURVE_BUDGETS = (0.125, 0.25, 1.0, 2.0)  # STRATO's points at LoRA r1, r2, r8, r
 BELOW_CURVE_BUDGET = 0.0625  # half LoRA r1's params: no all-linear LoRA is that cheap
 BETWEEN_GRID_BUDGETS = (0.1875, 0.375, 0.75, 1.5)  # the params midpoints of LoRA r1-r2, r2-r4, r4-r8, r8-r16
 FRONTIER_ARM = re.compile(r"lora_all_r(\d+)(?:_lr(.+))?")  # a LoRA frontier run, at the task's lr or at _lr<LR>
+
+# per task: the base run config every arm starts from, the metric that scores it, and the module names its arms use
 TASKS: dict[str, dict[str, Any]] = {
     "tweets": {
         "base": {
@@ -191,6 +193,7 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
 
 
 def _deep_update(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in, nested dicts key by key (a copy; ``base`` is left as it was)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
         out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v

@@ -133,8 +133,15 @@ def _pairs_lines(summary: dict[str, Any]) -> list[str]:
         rows.append([label, str(p["paired_seeds"]), f"{p['a']:.2f}", f"{p['b']:.2f}",
                      f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,}", f"{p['paired_gain']:+.2f}",
                      *_paired_cells(p), p["call"]])
-    return ["", "Paired comparisons (seeds both arms ran; a - b):", "",
-            *_table(["a - b", "seeds", "a", "b", "params a / b", "gain", "paired std", "p", "call"], rows)]
+    lines = ["", "Paired comparisons (seeds both arms ran; a - b):", "",
+             *_table(["a - b", "seeds", "a", "b", "params a / b", "gain", "paired std", "p", "call"], rows)]
+    for label, p in summary["pairs"].items():
+        if p.get("per_seed"):  # results files from before 2026-12-07 lack it
+            lines += ["", f"Per seed, {label}: a ahead on {p['ahead']} of {p['paired_seeds']} seeds.", "",
+                      *_table(["seed", "a", "b", "a - b"], [
+                          [str(seed), f"{x['a']:.2f}", f"{x['b']:.2f}", f"{x['a'] - x['b']:+.2f}"]
+                          for seed, x in sorted(p["per_seed"].items(), key=lambda kv: int(kv[0]))])]
+    return lines
 
 
 def _shared_lines(summary: dict[str, Any]) -> list[str]:

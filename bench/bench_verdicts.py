@@ -47,8 +47,9 @@ def judge_original_criteria(summary: dict[str, Any]) -> None:
 
 
 def paired_row(arms_: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, Any]:
-    """Arm ``a`` minus arm ``b`` over the seeds both ran: their means there, the paired gain, std, p and call. ``b``
-    = ``lora_line``: LoRA's curve as a straight line at ``a``'s params (``frontier_line``), seed by seed."""
+    """Arm ``a`` minus arm ``b`` over the seeds both ran: their means there, the paired gain, std, p and call, how
+    many seeds ``a`` is ahead on, and both scores per seed. ``b`` = ``lora_line``: LoRA's curve as a straight line at
+    ``a``'s params (``frontier_line``), seed by seed."""
     if b == LINE_PAIR and a in arms_:
         line = frontier_line(arms_, arms_[a]["params"] or 0)
         if line is None:
@@ -63,7 +64,8 @@ def paired_row(arms_: dict[str, dict[str, Any]], a: str, b: str) -> dict[str, An
     if not seeds:
         return {"error": "no seed in common"}
     return {"a": sum(sa[s] for s in seeds) / len(seeds), "b": sum(sb[s] for s in seeds) / len(seeds),
-            "params_a": arms_[a]["params"], "params_b": arms_[b]["params"], **_paired_call(arms_[a], arms_[b])}
+            "params_a": arms_[a]["params"], "params_b": arms_[b]["params"], **_paired_call(arms_[a], arms_[b]),
+            "ahead": sum(sa[s] > sb[s] for s in seeds), "per_seed": {s: {"a": sa[s], "b": sb[s]} for s in seeds}}
 
 
 def at_least(score: float, other: float) -> bool:

@@ -190,6 +190,8 @@ def test_a_point_between_two_ranks_is_also_set_against_the_straight_line_between
     arms["strato_knapsack_b0.1875_floor"] = seeded([71.8, 72.7, 73.6], R1 + R1 // 2)
     row = bench.paired_row(arms, "strato_knapsack_b0.1875_floor", "lora_line")
     assert row["b"] == pytest.approx(72.5) and row["paired_gain"] == pytest.approx(0.2) and row["paired_seeds"] == 3
+    assert row["ahead"] == 3 and row["per_seed"][43] == {"a": 72.7, "b": pytest.approx(72.5)}
+    assert bench.paired_row(arms, "strato_knapsack_b0.1875", "lora_line")["ahead"] == 0  # under the line on each
     assert "no LoRA line" in bench.paired_row(arms, "strato_knapsack_b0.25", "lora_line")["error"]
 
 
@@ -445,6 +447,9 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
     assert tweets["pairs"]["lora_top_half_r1 - lora_all_r16"] == {"error": "no runs of lora_all_r16"}
     report = out.with_suffix(".md").read_text()
     assert "| lora_top_half_r1 - lora_all_r1 | 3 | 72.00 | 70.00 |" in report and "earlier results" in report
+    assert pair["ahead"] == 3 and pair["per_seed"]["43"] == {"a": pytest.approx(73.0), "b": pytest.approx(71.0)}
+    assert "Per seed, lora_top_half_r1 - lora_all_r1: a ahead on 3 of 3 seeds." in report
+    assert "| 43 | 73.00 | 71.00 | +2.00 |" in report
     with pytest.raises(SystemExit, match="no 'tasks' in it"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
