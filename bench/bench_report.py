@@ -128,13 +128,15 @@ def _pairs_lines(summary: dict[str, Any]) -> list[str]:
     rows = []
     for label, p in summary["pairs"].items():
         if "error" in p:
-            rows.append([label, f"n/a ({p['error']})", *[""] * 7])
+            rows.append([label, f"n/a ({p['error']})", *[""] * 8])
             continue
         rows.append([label, str(p["paired_seeds"]), f"{p['a']:.2f}", f"{p['b']:.2f}",
                      f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,}", f"{p['paired_gain']:+.2f}",
-                     *_paired_cells(p), p["call"]])
-    lines = ["", "Paired comparisons (seeds both arms ran; a - b):", "",
-             *_table(["a - b", "seeds", "a", "b", "params a / b", "gain", "paired std", "p", "call"], rows)]
+                     *_paired_cells(p), p["call"], str(p.get("seeds_to_call") or "n/a")])
+    lines = ["", "Paired comparisons (seeds both arms ran; a - b; seeds to call: how many paired seeds a new test "
+             f"needs to call the gain seen at p < {SIGNIFICANCE} four times in five, if it is the true gain):", "",
+             *_table(["a - b", "seeds", "a", "b", "params a / b", "gain", "paired std", "p", "call", "seeds to call"],
+                     rows)]
     for label, p in summary["pairs"].items():
         if p.get("per_seed"):  # results files from before 2026-12-07 lack it
             lines += ["", f"Per seed, {label}: a ahead on {p['ahead']} of {p['paired_seeds']} seeds.", "",

@@ -230,14 +230,6 @@ def _paired_call(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
     paired = paired_comparison(a.get("seed_scores") or {}, b.get("seed_scores") or {}, higher_is_better=True)
     significant = paired.p_value is not None and paired.p_value < SIGNIFICANCE
-    return {"paired_seeds": paired.n, "paired_gain": paired.mean_gain, "paired_gain_std": _paired_std(a, b),
-            "p_value": paired.p_value, "p_note": paired.p_note,
+    return {"paired_seeds": paired.n, "paired_gain": paired.mean_gain, "paired_gain_std": paired.gain_std,
+            "p_value": paired.p_value, "p_note": paired.p_note, "seeds_to_call": paired.seeds_to_call,
             "call": ("win" if paired.mean_gain > 0 else "loss") if significant else "tie"}
-
-
-def _paired_std(a: dict[str, Any], b: dict[str, Any]) -> Optional[float]:
-    """Seed std of the per-seed differences a - b (None with fewer than two shared seeds)."""
-    from strato_peft.experiments.stats import summarize as seed_stats
-
-    seeds = sorted(set(a.get("seed_scores") or {}) & set(b.get("seed_scores") or {}))
-    return seed_stats([a["seed_scores"][s] - b["seed_scores"][s] for s in seeds]).std if len(seeds) > 1 else None

@@ -191,6 +191,9 @@ def test_a_point_between_two_ranks_is_also_set_against_the_straight_line_between
     row = bench.paired_row(arms, "strato_knapsack_b0.1875_floor", "lora_line")
     assert row["b"] == pytest.approx(72.5) and row["paired_gain"] == pytest.approx(0.2) and row["paired_seeds"] == 3
     assert row["ahead"] == 3 and row["per_seed"][43] == {"a": 72.7, "b": pytest.approx(72.5)}
+    from strato_peft.experiments.stats import seeds_to_call
+
+    assert row["paired_gain_std"] == pytest.approx(0.1) and row["seeds_to_call"] == seeds_to_call(0.2, 0.1) == 5
     assert bench.paired_row(arms, "strato_knapsack_b0.1875", "lora_line")["ahead"] == 0  # under the line on each
     assert "no LoRA line" in bench.paired_row(arms, "strato_knapsack_b0.25", "lora_line")["error"]
 

@@ -20,7 +20,7 @@ from strato_peft.cli import main
 from strato_peft.experiments import build_comparison, collect_runs, write_outputs
 from strato_peft.experiments.collect import split_run_name
 from strato_peft.experiments.metric import metric_spec
-from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, seeds_to_call
 from strato_peft.experiments.verdicts import (ACCURACY_DROP_MAX, FLOPS_RATIO_MAX, PARAMS_RATIO_MAX,
                                               STABILITY_STD_MAX, accuracy_guardrail, efficiency, stability)
 
@@ -177,6 +177,24 @@ def test_statistics_agree_with_numpy_and_scipy(tmp_path):
     assert (vs["ci_low"], vs["ci_high"]) == pytest.approx((low, high), rel=1e-12)  # same seeded draws
     assert vs["ci_low"] <= vs["mean_gain"] <= vs["ci_high"]
     assert vs["score_ci_low"] == pytest.approx(100 * vs["ci_low"])
+    assert vs["gain_std"] == pytest.approx(np.std(diffs, ddof=1)) and vs["score_gain_std"] == pytest.approx(
+        100 * np.std(diffs, ddof=1))
+    assert vs["seeds_to_call"] == seeds_to_call(diffs.mean(), np.std(diffs, ddof=1)) >= 2
+
+
+@pytest.mark.parametrize("effect,seeds", [(0.2, 199), (0.5, 34), (0.8, 15), (1.0, 10)])
+def test_seeds_to_call_matches_the_paired_t_power_tables(effect, seeds):
+    """Cohen's / G*Power's matched-pairs sample sizes (two-sided, alpha 0.05, power 0.8); only gain/std matters, and
+    its sign does not."""
+    assert seeds_to_call(effect, 1.0) == seeds
+    assert seeds_to_call(-effect * 0.37, 0.37) == seeds
+    assert seeds_to_call(effect, 1.0, power=0.9) > seeds and seeds_to_call(effect, 1.0, alpha=0.0125) > seeds
+
+
+def test_seeds_to_call_is_none_where_no_test_can_call_the_gain():
+    assert seeds_to_call(0.0, 1.0) is None and seeds_to_call(0.5, 0.0) is None
+    assert seeds_to_call(float("nan"), 1.0) is None
+    assert seeds_to_call(0.01, 1.0, most=1000) is None  # about 78,000 seeds
 
 
 def test_p_value_undefined_cases_say_why(tmp_path):
@@ -284,6 +302,10 @@ def test_cli_writes_csv_and_json_and_table(tmp_path, capsys):
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["id"] for r in rows] == ["lora_r4", "lora_r8"]
     assert float(rows[0]["score_mean"]) == pytest.approx(56.5)
+    # a tie (p about 0.2 on two seeds) says how many seeds a new test needs to call its gain
+    to_call = seeds_to_call(0.015, float(np.std([0.02, 0.01], ddof=1)))
+    assert int(rows[0]["seeds_to_call"]) == to_call and float(rows[0]["score_gain_std"]) == pytest.approx(0.7071, 1e-3)
+    assert f"a new test needs {to_call} paired seeds to call a gain of +1.5" in printed
     # derived files: a second run replaces them in place (default output dir: the results folder)
     assert main(["compare", str(tmp_path / "res"), "--metric", "eval_runtime"]) == 0
     assert json.loads((tmp_path / "res" / "comparison.json").read_text())["metric"]["name"] == "eval_runtime"

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from strato_peft.experiments.collect import ResultsDirs, output_dir_for
 from strato_peft.experiments.compare import build_comparison
 from strato_peft.experiments.errors import CompareError
+from strato_peft.experiments.stats import POWER, SIGNIFICANCE
 from strato_peft.outputs import atomic_write_json, atomic_write_text
 
 CSV_NAME = "comparison.csv"
@@ -22,7 +23,8 @@ JSON_NAME = "comparison.json"
 CSV_COLUMNS = ("id", "model", "task", "name", "is_baseline", "n", "seeds", "metric", "unit", "mean", "std",
                "score_mean", "score_std", "trainable_params", "adapter_flops_per_token", "peak_memory_bytes",
                "peak_memory_kind", "wall_time_seconds", "paired_n", "score_mean_gain", "score_ci_low",
-               "score_ci_high", "p_value", "p_note", "efficiency", "accuracy", "stability", "all_passed")
+               "score_ci_high", "score_gain_std", "p_value", "p_note", "seeds_to_call", "efficiency", "accuracy",
+               "stability", "all_passed")
 MARK = {True: "yes", False: "NO", None: "-"}
 
 
@@ -102,6 +104,10 @@ def format_table(comparison: dict[str, Any]) -> str:
         notes = list(c["notes"])
         if vs.get("p_note"):
             notes.append(f"p undefined: {vs['p_note']}")
+        if vs.get("p_value") is not None and vs["p_value"] >= SIGNIFICANCE and vs.get("seeds_to_call"):
+            notes.append(f"not significant at p < {SIGNIFICANCE}: a new test needs {vs['seeds_to_call']} paired seeds "
+                         f"to call a gain of {vs['score_mean_gain']:+.4g} (seed std of the gains "
+                         f"{vs['score_gain_std']:.4g}) {POWER:.0%} of the time")
         notes += [f"{r} lacks {m['name']}" for r in c["runs_without_metric"]]
         notes += [f"{k} n/a: {v['note']}" for k, v in c["verdicts"].items() if v["note"] and not c["is_baseline"]]
         if notes:
@@ -122,7 +128,8 @@ def csv_text(comparison: dict[str, Any]) -> str:
         vs = c["vs_baseline"] or {}
         row = {k: c.get(k) for k in CSV_COLUMNS if k in c}
         row.update(seeds=" ".join(map(str, c["seeds"])), metric=m["name"], unit=m["unit"], paired_n=vs.get("n"),
-                   **{k: vs.get(k) for k in ("score_mean_gain", "score_ci_low", "score_ci_high", "p_value")},
+                   **{k: vs.get(k) for k in ("score_mean_gain", "score_ci_low", "score_ci_high", "score_gain_std",
+                                             "p_value", "seeds_to_call")},
                    p_note=vs.get("p_note"), all_passed=c["all_passed"],
                    **{k: c["verdicts"][k]["passed"] for k in ("efficiency", "accuracy", "stability")})
         writer.writerow({k: "" if v is None else v for k, v in row.items()})

@@ -1,4 +1,5 @@
-"""Seed statistics of one configuration, and paired differences against the baseline (bootstrap CI, t-test)."""
+"""Seed statistics of one configuration, and paired differences against the baseline (bootstrap CI, t-test), with
+how many seeds a new test would need to call the gain seen."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 ZERO_SPREAD = 1e-12  # paired differences closer than this (relative) count as identical: float round-off only
+SIGNIFICANCE = 0.05  # the two-sided level a planned test calls at
+POWER = 0.8  # the chance a planned test calls a real gain: four times in five, the usual choice
+MOST_SEEDS = 10_000  # a gain needing more seeds than this is reported as out of reach (None)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class Paired:
     ci_note: Optional[str]
     p_value: Optional[float]
     p_note: Optional[str]  # why p_value is None
+    gain_std: Optional[float] = None  # seed std of the per-seed gains (ddof=1)
+    seeds_to_call: Optional[int] = None  # seeds a new test needs to call mean_gain (seeds_to_call())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -91,4 +97,32 @@ def paired_comparison(values: Mapping[int, float], baseline: Mapping[int, float]
     else:
         (low, high), ci_note = bootstrap_ci(gains, resamples, seed), None
     p, p_note = paired_t_p(a, b)
-    return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note)
+    gain_std = float(gains.std(ddof=1)) if len(seeds) > 1 else None
+    to_call = None if p is None or gain_std is None else seeds_to_call(float(gains.mean()), gain_std)
+    return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note, gain_std, to_call)
+
+
+def seeds_to_call(gain: float, gain_std: float, alpha: float = SIGNIFICANCE, power: float = POWER,
+                  most: int = MOST_SEEDS) -> Optional[int]:
+    """The fewest paired seeds at which a new two-sided paired t-test at ``alpha`` calls a true mean gain of
+    ``gain`` with probability ``power``, when per-seed gains scatter with std ``gain_std`` (exact, by the
+    noncentral t). For planning a replication of a tie: the observed gain is an optimistic guess of the true one, so
+    read it as a lower bound. None for a zero gain, a zero or undefined std, or more than ``most`` seeds."""
+    if not (math.isfinite(gain) and math.isfinite(gain_std)) or gain == 0 or gain_std <= 0:
+        return None
+    from scipy.stats import nct, t
+
+    effect = abs(gain) / gain_std
+
+    def power_at(n: int) -> float:
+        df, shift = n - 1, effect * math.sqrt(n)
+        crit = t.ppf(1 - alpha / 2, df)
+        return float(nct.sf(crit, df, shift) + nct.cdf(-crit, df, shift))
+
+    if power_at(most) < power:
+        return None
+    low, high = 2, most  # power rises with n: the first n that reaches it, by bisection
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if power_at(mid) < power else (low, mid)
+    return low
