@@ -571,6 +571,30 @@ def test_failed_runs_exit_nonzero_and_no_runs_at_all_write_no_report(bench, tmp_
     assert "failed runs (the report covers the complete ones): tweets lora_all_r2 seed 42" in capsys.readouterr().err
 
 
+def test_each_run_is_its_own_process_of_the_benchmark_cli_with_the_arms_settings(bench_runs, tmp_path, monkeypatch):
+    """An isolated run re-invokes bench/strato_vs_baselines.py --in-process for one arm and seed, with the lr protocol,
+    validation rows and lr passed on; a child that fails is recorded and the next run still goes."""
+    import subprocess
+
+    calls = []
+
+    def fake_run(argv, check):
+        calls.append(argv)
+        if "43" in argv:
+            raise subprocess.CalledProcessError(3, argv)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    runs = tmp_path / "runs"
+    log = bench_runs.run_arms("tweets", ["lora_all_r1"], [42, 43, 44], runs / "tweets", validation=400,
+                              learning_rate=1e-3, lr_protocol="shared")
+    assert [e["status"] for e in log] == ["done", "failed", "done"] and "code 3" in log[1]["error"]
+    argv = calls[0]
+    assert Path(argv[1]) == bench_runs.CLI and bench_runs.CLI.name == "strato_vs_baselines.py"
+    assert bench_runs.CLI.is_file()
+    assert argv[2:] == ["--task", "tweets", "--arms", "lora_all_r1", "--seeds", "42", "--runs-dir", str(runs),
+                        "--in-process", "--lr-protocol", "shared", "--validation", "400", "--learning-rate", "0.001"]
+
+
 # --- STRATO arms whose run is a LoRA run (bench/shared_runs.py) -----------------------------------------------------
 
 def _lora_run(bench_arms, tmp_path, arm: str, seed: int, modules: list[str]):
