@@ -8,11 +8,11 @@ import re
 from typing import Any, Optional
 
 from bench_arms import CURVE_BUDGETS, FRONTIER_RANKS, REFERENCE_ARM
+from strato_peft.experiments.stats import SIGNIFICANCE  # the level at which a paired comparison is a win or a loss
 
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
 COST_TOLERANCE = 1.01
-SIGNIFICANCE = 0.05  # paired t-test level at which a curve point counts as a win or a loss rather than a tie
 LINE_PAIR = "lora_line"  # --pairs A:lora_line: A against LoRA's straight line between the ranks around A's cost
 
 

@@ -13,7 +13,7 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 ZERO_SPREAD = 1e-12  # paired differences closer than this (relative) count as identical: float round-off only
-SIGNIFICANCE = 0.05  # the two-sided level a planned test calls at
+SIGNIFICANCE = 0.05  # the two-sided paired t level at which a gain is called (a win or a loss), else a tie
 POWER = 0.8  # the chance a planned test calls a real gain: four times in five, the usual choice
 MOST_SEEDS = 10_000  # a gain needing more seeds than this is reported as out of reach (None)
 
