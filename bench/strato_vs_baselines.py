@@ -4,7 +4,9 @@ Every arm is trained for seeds 42, 43, 44 through the normal training path (``st
 wall time includes model loading, STRATO's search and the final held-out evaluation, the same for every arm. Runs
 go to ``bench/runs/strato_vs_baselines/<task>/`` (not committed: they hold adapters) and are skipped when complete,
 so an interrupted benchmark resumes where it stopped. The summary goes to
-``bench/results/strato_vs_baselines.{json,md,png}``.
+``bench/results/strato_vs_baselines.{json,md,png}``. This file is the command line and the summary; the tasks and
+arms are in bench_arms.py, training them in bench_runs.py, the verdicts in bench_verdicts.py, the report in
+bench_report.py.
 
 Tasks:
   tweets    all-MiniLM-L6 on tweet-sentiment (3 classes), 3,000 training tweets, 2 epochs; scored by
