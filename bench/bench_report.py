@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_arms import FRONTIER_ARM
-from bench_verdicts import SIGNIFICANCE
+from strato_peft.experiments.stats import SIGNIFICANCE
 
 CRITERIA_ORDER = ("efficiency", "accuracy", "stability")  # the original criteria, as the reports list them
 

@@ -8,7 +8,6 @@ import re
 from typing import Any, Optional
 
 from bench_arms import CURVE_BUDGETS, FRONTIER_RANKS, REFERENCE_ARM
-from strato_peft.experiments.stats import SIGNIFICANCE  # the level at which a paired comparison is a win or a loss
 
 # a LoRA rank counts as "at STRATO's cost" up to 1% more params: a budget of k x r8's adapter params is LoRA r(8k)'s
 # exactly, but the greedy fill may leave a few hundred params unspent (0.125x on tweets: 43,139 vs r1's 43,395)
@@ -229,7 +228,6 @@ def _paired_call(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     from strato_peft.experiments.stats import paired_comparison
 
     paired = paired_comparison(a.get("seed_scores") or {}, b.get("seed_scores") or {}, higher_is_better=True)
-    significant = paired.p_value is not None and paired.p_value < SIGNIFICANCE
     return {"paired_seeds": paired.n, "paired_gain": paired.mean_gain, "paired_gain_std": paired.gain_std,
             "p_value": paired.p_value, "p_note": paired.p_note, "seeds_to_call": paired.seeds_to_call,
-            "call": ("win" if paired.mean_gain > 0 else "loss") if significant else "tie"}
+            "call": paired.call or "tie"}

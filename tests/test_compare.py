@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from strato_peft.cli import main
 from strato_peft.experiments import build_comparison, collect_runs, write_outputs
 from strato_peft.experiments.collect import split_run_name
 from strato_peft.experiments.metric import metric_spec
-from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, seeds_to_call
+from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, paired_call, seeds_to_call
 from strato_peft.experiments.verdicts import (ACCURACY_DROP_MAX, FLOPS_RATIO_MAX, PARAMS_RATIO_MAX,
                                               STABILITY_STD_MAX, accuracy_guardrail, efficiency, stability)
 
@@ -180,6 +181,13 @@ def test_statistics_agree_with_numpy_and_scipy(tmp_path):
     assert vs["gain_std"] == pytest.approx(np.std(diffs, ddof=1)) and vs["score_gain_std"] == pytest.approx(
         100 * np.std(diffs, ddof=1))
     assert vs["seeds_to_call"] == seeds_to_call(diffs.mean(), np.std(diffs, ddof=1)) >= 2
+    assert vs["call"] == ("tie" if vs["p_value"] >= 0.05 else "win" if vs["mean_gain"] > 0 else "loss")
+
+
+def test_a_paired_call_is_a_win_or_loss_only_below_the_level():
+    assert paired_call(0.5, 0.01) == "win" and paired_call(-0.5, 0.01) == "loss"
+    assert paired_call(0.5, 0.05) == paired_call(0.5, 0.2) == paired_call(0.5, None) == "tie"
+    assert paired_call(0.5, 0.02, alpha=0.0125) == "tie"  # e.g. a fourth try at one setting, Bonferroni
 
 
 @pytest.mark.parametrize("effect,seeds", [(0.2, 199), (0.5, 34), (0.8, 15), (1.0, 10)])
@@ -305,6 +313,7 @@ def test_cli_writes_csv_and_json_and_table(tmp_path, capsys):
     # a tie (p about 0.2 on two seeds) says how many seeds a new test needs to call its gain
     to_call = seeds_to_call(0.015, float(np.std([0.02, 0.01], ddof=1)))
     assert int(rows[0]["seeds_to_call"]) == to_call and float(rows[0]["score_gain_std"]) == pytest.approx(0.7071, 1e-3)
+    assert rows[0]["call"] == "tie" and re.search(r"lora_r4 .* 0\.205 +tie ", printed), printed
     assert f"a new test needs {to_call} paired seeds to call a gain of +1.5" in printed
     # derived files: a second run replaces them in place (default output dir: the results folder)
     assert main(["compare", str(tmp_path / "res"), "--metric", "eval_runtime"]) == 0
@@ -427,7 +436,6 @@ def test_compare_writes_pareto_loss_and_rank_plots(tmp_path, capsys):
 
 def test_report_html_and_markdown(tmp_path, capsys):
     import base64
-    import re
 
     write_config(tmp_path, "lora_r8", [0.70, 0.71])
     write_config(tmp_path, "lora_r2", [0.60, 0.62], trainable=250)
@@ -442,3 +450,6 @@ def test_report_html_and_markdown(tmp_path, capsys):
     assert not re.search(r'(src|href)="(?!data:)', page)  # self-contained: no external resource
     md = (tmp_path / "report.md").read_text()
     assert "| lora_r2 |" in md and "![pareto](plots/pareto.png)" in md and (tmp_path / "plots" / "pareto.png").is_file()
+    # lora_r2 is 9.5 points under on both seeds (gains -10, -9): p about 0.035, a loss; no seeds-to-call for a call
+    assert re.search(r"\| lora_r2 \|.*\| 0\.0\d+ \| loss \| - \|", md), md
+    assert "Call: win or loss where the paired t-test's p < 0.05" in md and "tie" in page

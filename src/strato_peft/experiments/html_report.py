@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from strato_peft.experiments.collect import ResultsDirs, results_label
 from strato_peft.experiments.report import write_comparison
+from strato_peft.experiments.stats import POWER, SIGNIFICANCE
 from strato_peft.outputs import atomic_write_text
 
 CRITERIA = ("efficiency", "accuracy", "stability")
@@ -30,7 +31,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def table_rows(comparison: dict[str, Any]) -> list[list[str]]:
     """Header + one row per configuration, as strings shared by the HTML and Markdown renderings."""
     head = ["configuration", "n", "score (mean +- std)", "trainable params", "adapter FLOPs/token", "peak memory",
-            "wall time (s)", "gain vs baseline [95% CI]", "p", *CRITERIA]
+            "wall time (s)", "gain vs baseline [95% CI]", "p", "call", "seeds to call", *CRITERIA]
     rows = [head]
     for c in comparison["configurations"]:
         vs = c.get("vs_baseline") or {}
@@ -45,9 +46,17 @@ def table_rows(comparison: dict[str, Any]) -> list[list[str]]:
         rows.append([c["id"], str(c["n"]), score, _fmt(c.get("trainable_params") and int(c["trainable_params"])),
                      _fmt(c.get("adapter_flops_per_token") and int(c["adapter_flops_per_token"])),
                      _fmt(c.get("peak_memory_bytes") and f"{c['peak_memory_bytes'] / 2**30:.2f} GiB"),
-                     _fmt(c.get("wall_time_seconds"), 0), gain, _fmt(vs.get("p_value"), 3),
+                     _fmt(c.get("wall_time_seconds"), 0), gain, _fmt(vs.get("p_value"), 3), _fmt(vs.get("call")),
+                     _fmt(vs.get("seeds_to_call") if vs.get("call") == "tie" else None),
                      *[MARK[(verdicts.get(k) or {}).get("passed")] for k in CRITERIA]])
     return rows
+
+
+def legend() -> str:
+    """What the call and seeds-to-call columns mean."""
+    return (f"Gain: over the baseline, paired by seed. Call: win or loss where the paired t-test's p < {SIGNIFICANCE}, "
+            f"else tie. Seeds to call (ties): how many paired seeds a new test needs to call the gain seen "
+            f"{POWER:.0%} of the time, if it is the true gain (an optimistic guess: read it as a lower bound).")
 
 
 def verdict_lines(comparison: dict[str, Any]) -> list[str]:
@@ -78,7 +87,7 @@ def markdown(comparison: dict[str, Any], plots: list[Path], out_dir: Path) -> st
            f"generated {comparison['generated_at']}.", "",
            "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    out += ["", "## Verdicts", ""] + [f"- {line}" for line in verdict_lines(comparison)]
+    out += ["", legend(), "", "## Verdicts", ""] + [f"- {line}" for line in verdict_lines(comparison)]
     excluded = excluded_lines(comparison)
     out += ["", "## Runs left out of the statistics", ""] + ([f"- {x}" for x in excluded] or ["- none"])
     out += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in plots]
@@ -116,6 +125,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 720px; }}
 ({esc(str(metric.get('unit', '')))}); baseline: <code>{esc(str(comparison['baseline']))}</code>;
 generated {esc(str(comparison['generated_at']))}.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<p>{esc(legend())}</p>
 <h2>Verdicts</h2><ul>{verdicts}</ul>
 <h2>Runs left out of the statistics</h2><ul>{excluded}</ul>
 <h2>Plots</h2>{images}

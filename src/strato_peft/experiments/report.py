@@ -23,8 +23,8 @@ JSON_NAME = "comparison.json"
 CSV_COLUMNS = ("id", "model", "task", "name", "is_baseline", "n", "seeds", "metric", "unit", "mean", "std",
                "score_mean", "score_std", "trainable_params", "adapter_flops_per_token", "peak_memory_bytes",
                "peak_memory_kind", "wall_time_seconds", "paired_n", "score_mean_gain", "score_ci_low",
-               "score_ci_high", "score_gain_std", "p_value", "p_note", "seeds_to_call", "efficiency", "accuracy",
-               "stability", "all_passed")
+               "score_ci_high", "score_gain_std", "p_value", "p_note", "call", "seeds_to_call", "efficiency",
+               "accuracy", "stability", "all_passed")
 MARK = {True: "yes", False: "NO", None: "-"}
 
 
@@ -56,29 +56,30 @@ def _num(value: Optional[float], digits: int = 2, sign: bool = False) -> str:
     return "-" if value is None else f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def _versus_cell(row: dict, digits: int) -> tuple[str, str]:
+def _versus_cell(row: dict, digits: int) -> tuple[str, str, str]:
+    """The gain over the baseline [CI] (n), its p and the call, as table cells."""
     vs = row["vs_baseline"]
     if row["is_baseline"]:
-        return "(baseline)", ""
+        return "(baseline)", "", ""
     if vs is None or vs["mean_gain"] is None:
-        return "-", "-"
+        return "-", "-", "-"
     ci = "" if vs["score_ci_low"] is None else f" [{_num(vs['score_ci_low'], digits, True)}, " \
                                                f"{_num(vs['score_ci_high'], digits, True)}]"
     p = "-" if vs["p_value"] is None else f"{vs['p_value']:.3g}"
-    return f"{_num(vs['score_mean_gain'], digits, True)}{ci} (n={vs['n']})", p
+    return f"{_num(vs['score_mean_gain'], digits, True)}{ci} (n={vs['n']})", p, vs.get("call") or "-"
 
 
 def table_rows(comparison: dict[str, Any]) -> list[list[str]]:
     """The table's header and one row of display strings per configuration."""
     header = ["configuration", "n", "score mean ± std", "trainable", "adapter FLOPs/tok", "peak mem", "wall",
-              "gain vs baseline [95% CI]", "p", "eff", "acc", "stab"]
+              "gain vs baseline [95% CI]", "p", "call", "eff", "acc", "stab"]
     rows = [header]
     digits = 2 if comparison["metric"]["scale"] == 100 else 4  # points, else the metric's own units
     for c in comparison["configurations"]:
-        gain, p = _versus_cell(c, digits)
+        gain, p, call = _versus_cell(c, digits)
         score = "-" if c["score_mean"] is None else f"{_num(c['score_mean'], digits)} ± {_num(c['score_std'], digits)}"
         rows.append([c["id"], str(c["n"]), score, _si(c["trainable_params"]), _si(c["adapter_flops_per_token"]),
-                     _bytes(c["peak_memory_bytes"]), _seconds(c["wall_time_seconds"]), gain, p,
+                     _bytes(c["peak_memory_bytes"]), _seconds(c["wall_time_seconds"]), gain, p, call,
                      *(MARK[c["verdicts"][k]["passed"]] for k in ("efficiency", "accuracy", "stability"))])
     return rows
 
@@ -129,7 +130,7 @@ def csv_text(comparison: dict[str, Any]) -> str:
         row = {k: c.get(k) for k in CSV_COLUMNS if k in c}
         row.update(seeds=" ".join(map(str, c["seeds"])), metric=m["name"], unit=m["unit"], paired_n=vs.get("n"),
                    **{k: vs.get(k) for k in ("score_mean_gain", "score_ci_low", "score_ci_high", "score_gain_std",
-                                             "p_value", "seeds_to_call")},
+                                             "p_value", "call", "seeds_to_call")},
                    p_note=vs.get("p_note"), all_passed=c["all_passed"],
                    **{k: c["verdicts"][k]["passed"] for k in ("efficiency", "accuracy", "stability")})
         writer.writerow({k: "" if v is None else v for k, v in row.items()})

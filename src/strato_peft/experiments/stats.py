@@ -40,6 +40,7 @@ class Paired:
     p_value: Optional[float]
     p_note: Optional[str]  # why p_value is None
     gain_std: Optional[float] = None  # seed std of the per-seed gains (ddof=1)
+    call: Optional[str] = None  # "win" / "loss" / "tie" (paired_call()); None without a seed in common
     seeds_to_call: Optional[int] = None  # seeds a new test needs to call mean_gain (seeds_to_call())
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,7 +100,16 @@ def paired_comparison(values: Mapping[int, float], baseline: Mapping[int, float]
     p, p_note = paired_t_p(a, b)
     gain_std = float(gains.std(ddof=1)) if len(seeds) > 1 else None
     to_call = None if p is None or gain_std is None else seeds_to_call(float(gains.mean()), gain_std)
-    return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note, gain_std, to_call)
+    return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note, gain_std,
+                  paired_call(float(gains.mean()), p), to_call)
+
+
+def paired_call(gain: float, p_value: Optional[float], alpha: float = SIGNIFICANCE) -> str:
+    """Whether a method won: "win" (or "loss", by the gain's sign, positive = better) where the paired t-test's p
+    is below ``alpha``, else "tie" (the gain is within seed noise; an undefined p, one seed or identical runs, too)."""
+    if p_value is None or p_value >= alpha:
+        return "tie"
+    return "win" if gain > 0 else "loss"
 
 
 def seeds_to_call(gain: float, gain_std: float, alpha: float = SIGNIFICANCE, power: float = POWER,
