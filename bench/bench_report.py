@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_arms import FRONTIER_ARM
-from strato_peft.experiments.stats import SIGNIFICANCE
+from strato_peft.experiments.stats import POWER, SIGNIFICANCE
 
 CRITERIA_ORDER = ("efficiency", "accuracy", "stability")  # the original criteria, as the reports list them
 
@@ -134,7 +134,7 @@ def _pairs_lines(summary: dict[str, Any]) -> list[str]:
                      f"{int(p['params_a'] or 0):,} / {int(p['params_b'] or 0):,}", f"{p['paired_gain']:+.2f}",
                      *_paired_cells(p), p["call"], str(p.get("seeds_to_call") or "n/a")])
     lines = ["", "Paired comparisons (seeds both arms ran; a - b; seeds to call: how many paired seeds a new test "
-             f"needs to call the gain seen at p < {SIGNIFICANCE} four times in five, if it is the true gain):", "",
+             f"needs to call the gain seen at p < {SIGNIFICANCE} {POWER:.0%} of the time, if it is the true gain):", "",
              *_table(["a - b", "seeds", "a", "b", "params a / b", "gain", "paired std", "p", "call", "seeds to call"],
                      rows)]
     for label, p in summary["pairs"].items():
