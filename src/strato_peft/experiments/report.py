@@ -105,7 +105,7 @@ def format_table(comparison: dict[str, Any]) -> str:
         notes = list(c["notes"])
         if vs.get("p_note"):
             notes.append(f"p undefined: {vs['p_note']}")
-        if vs.get("p_value") is not None and vs["p_value"] >= SIGNIFICANCE and vs.get("seeds_to_call"):
+        if vs.get("call") == "tie" and vs.get("seeds_to_call"):  # seeds_to_call needs a defined p
             notes.append(f"not significant at p < {SIGNIFICANCE}: a new test needs {vs['seeds_to_call']} paired seeds "
                          f"to call a gain of {vs['score_mean_gain']:+.4g} (seed std of the gains "
                          f"{vs['score_gain_std']:.4g}) {POWER:.0%} of the time")
