@@ -139,11 +139,20 @@ def _pairs_lines(summary: dict[str, Any]) -> list[str]:
                      rows)]
     for label, p in summary["pairs"].items():
         if p.get("per_seed"):  # results files from before 2026-12-07 lack it
-            lines += ["", f"Per seed, {label}: a ahead on {p['ahead']} of {p['paired_seeds']} seeds.", "",
+            lines += ["", f"Per seed, {label}: a ahead on {p['ahead']} of {p['paired_seeds']} seeds{_rank_note(p)}.", "",
                       *_table(["seed", "a", "b", "a - b"], [
                           [str(seed), f"{x['a']:.2f}", f"{x['b']:.2f}", f"{x['a'] - x['b']:+.2f}"]
                           for seed, x in sorted(p["per_seed"].items(), key=lambda kv: int(kv[0]))])]
     return lines
+
+
+def _rank_note(pair: dict[str, Any]) -> str:
+    """The median gain and the Wilcoxon signed-rank p of a pair, where its results file has them (from 2026-12-07)."""
+    if pair.get("median_gain") is None:
+        return ""
+    p = pair.get("wilcoxon_p")
+    return (f"; median a - b {pair['median_gain']:+.2f}, Wilcoxon signed-rank p "
+            f"{'n/a' if p is None else f'{p:.2g}'} (a rank test: a run that never trained moves it by one rank)")
 
 
 def _shared_lines(summary: dict[str, Any]) -> list[str]:

@@ -224,10 +224,10 @@ def scheduler_worth(arms_: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _paired_call(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Arm a against arm b seed by seed: mean gain, seed std of the gains, paired t p, and the call (win / loss at
-    p < SIGNIFICANCE by the gain's sign, else tie)."""
+    p < SIGNIFICANCE by the gain's sign, else tie); beside them the median gain and the Wilcoxon signed-rank p."""
     from strato_peft.experiments.stats import paired_comparison
 
     paired = paired_comparison(a.get("seed_scores") or {}, b.get("seed_scores") or {}, higher_is_better=True)
     return {"paired_seeds": paired.n, "paired_gain": paired.mean_gain, "paired_gain_std": paired.gain_std,
             "p_value": paired.p_value, "p_note": paired.p_note, "seeds_to_call": paired.seeds_to_call,
-            "call": paired.call or "tie"}
+            "call": paired.call or "tie", "median_gain": paired.median_gain, "wilcoxon_p": paired.wilcoxon_p}

@@ -451,7 +451,9 @@ def test_arms_from_an_earlier_results_file_join_the_runs_and_pairs_compare_seed_
     report = out.with_suffix(".md").read_text()
     assert "| lora_top_half_r1 - lora_all_r1 | 3 | 72.00 | 70.00 |" in report and "earlier results" in report
     assert pair["ahead"] == 3 and pair["per_seed"]["43"] == {"a": pytest.approx(73.0), "b": pytest.approx(71.0)}
-    assert "Per seed, lora_top_half_r1 - lora_all_r1: a ahead on 3 of 3 seeds." in report
+    assert pair["median_gain"] == pytest.approx(2.0) and pair["wilcoxon_p"] == pytest.approx(0.25)  # exact, n = 3
+    assert ("Per seed, lora_top_half_r1 - lora_all_r1: a ahead on 3 of 3 seeds; median a - b +2.00, Wilcoxon "
+            "signed-rank p 0.25 (a rank test") in report
     assert "| 43 | 73.00 | 71.00 | +2.00 |" in report
     with pytest.raises(SystemExit, match="no 'tasks' in it"):
         bad = tmp_path / "bad.json"

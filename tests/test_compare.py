@@ -21,7 +21,8 @@ from strato_peft.cli import main
 from strato_peft.experiments import build_comparison, collect_runs, write_outputs
 from strato_peft.experiments.collect import split_run_name
 from strato_peft.experiments.metric import metric_spec
-from strato_peft.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, paired_call, seeds_to_call
+from strato_peft.experiments.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, paired_call, paired_comparison,
+                                          seeds_to_call, wilcoxon_p)
 from strato_peft.experiments.verdicts import (ACCURACY_DROP_MAX, FLOPS_RATIO_MAX, PARAMS_RATIO_MAX,
                                               STABILITY_STD_MAX, accuracy_guardrail, efficiency, stability)
 
@@ -182,6 +183,31 @@ def test_statistics_agree_with_numpy_and_scipy(tmp_path):
         100 * np.std(diffs, ddof=1))
     assert vs["seeds_to_call"] == seeds_to_call(diffs.mean(), np.std(diffs, ddof=1)) >= 2
     assert vs["call"] == ("tie" if vs["p_value"] >= 0.05 else "win" if vs["mean_gain"] > 0 else "loss")
+    assert vs["median_gain"] == pytest.approx(np.median(diffs)) and vs["score_median_gain"] == pytest.approx(
+        100 * np.median(diffs))
+    assert vs["wilcoxon_p"] == pytest.approx(sps.wilcoxon(diffs).pvalue)
+
+
+def test_one_run_that_never_trained_sinks_the_paired_t_not_the_rank_test():
+    """20 seeds a steady point ahead, then one run of the better arm stuck at the class prior (42%): the t-test's
+    std blows up and it calls a tie; the signed-rank test counts the stuck seed as one rank and still calls it."""
+    rng = np.random.default_rng(3)
+    base = 0.73 + rng.normal(0, 0.01, size=20)
+    better = base + 0.01 + rng.normal(0, 0.004, size=20)
+    better[3] = 0.42
+    paired = paired_comparison(dict(enumerate(better)), dict(enumerate(base)), higher_is_better=True)
+    assert paired.p_value > 0.5 and paired.call == "tie" and paired.mean_gain < 0.0
+    assert paired.wilcoxon_p == pytest.approx(sps.wilcoxon(better - base).pvalue) and paired.wilcoxon_p < 0.001
+    assert paired.median_gain == pytest.approx(np.median(better - base)) and paired.median_gain > 0.0
+    # lower is better (a loss): the median gain flips its sign, the two-sided p does not
+    flipped = paired_comparison(dict(enumerate(better)), dict(enumerate(base)), higher_is_better=False)
+    assert flipped.median_gain == pytest.approx(-paired.median_gain) and flipped.wilcoxon_p == paired.wilcoxon_p
+
+
+def test_the_rank_test_is_undefined_without_two_differences():
+    assert wilcoxon_p([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == (None, "needs >= 2 non-zero paired differences, has 0")
+    assert wilcoxon_p([0.5, 0.6], [0.5, 0.5])[0] is None
+    assert wilcoxon_p([0.5, 0.7], [0.4, 0.5])[0] == pytest.approx(0.5)  # exact: both orders of two signs
 
 
 def test_a_paired_call_is_a_win_or_loss_only_below_the_level():
@@ -313,6 +339,7 @@ def test_cli_writes_csv_and_json_and_table(tmp_path, capsys):
     # a tie (p about 0.2 on two seeds) says how many seeds a new test needs to call its gain
     to_call = seeds_to_call(0.015, float(np.std([0.02, 0.01], ddof=1)))
     assert int(rows[0]["seeds_to_call"]) == to_call and float(rows[0]["score_gain_std"]) == pytest.approx(0.7071, 1e-3)
+    assert float(rows[0]["score_median_gain"]) == pytest.approx(1.5) and float(rows[0]["wilcoxon_p"]) == 0.5
     assert rows[0]["call"] == "tie" and re.search(r"lora_r4 .* 0\.205 +tie ", printed), printed
     assert f"a new test needs {to_call} paired seeds to call a gain of +1.5" in printed
     # derived files: a second run replaces them in place (default output dir: the results folder)

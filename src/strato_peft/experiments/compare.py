@@ -108,7 +108,7 @@ def _versus(row: dict, base: dict, metric: MetricSpec, resamples: int, seed: int
     out["baseline"] = base["id"]
     out["gain_definition"] = ("config - baseline" if metric.higher_is_better else "baseline - config") + \
         " (positive = better)"
-    for k in ("mean_gain", "ci_low", "ci_high", "gain_std"):
+    for k in ("mean_gain", "median_gain", "ci_low", "ci_high", "gain_std"):
         out[f"score_{k}"] = None if out[k] is None else metric.score(out[k])
     return out
 

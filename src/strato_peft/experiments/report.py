@@ -23,7 +23,8 @@ JSON_NAME = "comparison.json"
 CSV_COLUMNS = ("id", "model", "task", "name", "is_baseline", "n", "seeds", "metric", "unit", "mean", "std",
                "score_mean", "score_std", "trainable_params", "adapter_flops_per_token", "peak_memory_bytes",
                "peak_memory_kind", "wall_time_seconds", "paired_n", "score_mean_gain", "score_ci_low",
-               "score_ci_high", "score_gain_std", "p_value", "p_note", "call", "seeds_to_call", "efficiency",
+               "score_ci_high", "score_gain_std", "p_value", "p_note", "call", "seeds_to_call", "score_median_gain",
+               "wilcoxon_p", "efficiency",
                "accuracy", "stability", "all_passed")
 MARK = {True: "yes", False: "NO", None: "-"}
 
@@ -130,7 +131,8 @@ def csv_text(comparison: dict[str, Any]) -> str:
         row = {k: c.get(k) for k in CSV_COLUMNS if k in c}
         row.update(seeds=" ".join(map(str, c["seeds"])), metric=m["name"], unit=m["unit"], paired_n=vs.get("n"),
                    **{k: vs.get(k) for k in ("score_mean_gain", "score_ci_low", "score_ci_high", "score_gain_std",
-                                             "p_value", "call", "seeds_to_call")},
+                                             "p_value", "call", "seeds_to_call", "score_median_gain",
+                                             "wilcoxon_p")},
                    p_note=vs.get("p_note"), all_passed=c["all_passed"],
                    **{k: c["verdicts"][k]["passed"] for k in ("efficiency", "accuracy", "stability")})
         writer.writerow({k: "" if v is None else v for k, v in row.items()})

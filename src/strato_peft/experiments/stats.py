@@ -42,6 +42,8 @@ class Paired:
     gain_std: Optional[float] = None  # seed std of the per-seed gains (ddof=1)
     call: Optional[str] = None  # "win" / "loss" / "tie" (paired_call()); None without a seed in common
     seeds_to_call: Optional[int] = None  # seeds a new test needs to call mean_gain (seeds_to_call())
+    median_gain: Optional[float] = None  # median of the per-seed gains
+    wilcoxon_p: Optional[float] = None  # two-sided Wilcoxon signed-rank p (wilcoxon_p()); None where undefined
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -82,9 +84,23 @@ def paired_t_p(values: Sequence[float], baseline: Sequence[float]) -> tuple[Opti
     return (p, None) if math.isfinite(p) else (None, "t-test gave no finite p-value")
 
 
+def wilcoxon_p(values: Sequence[float], baseline: Sequence[float]) -> tuple[Optional[float], Optional[str]]:
+    """Two-sided Wilcoxon signed-rank p of the paired differences (scipy.stats.wilcoxon, its defaults: zero
+    differences dropped), or None and why. A rank test: one run that never trained moves it by one rank, where it
+    can carry a paired t's std tenfold."""
+    diffs = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
+    if np.count_nonzero(diffs) < 2:
+        return None, f"needs >= 2 non-zero paired differences, has {np.count_nonzero(diffs)}"
+    from scipy.stats import wilcoxon
+
+    p = float(wilcoxon(diffs).pvalue)
+    return (p, None) if math.isfinite(p) else (None, "Wilcoxon test gave no finite p-value")
+
+
 def paired_comparison(values: Mapping[int, float], baseline: Mapping[int, float], higher_is_better: bool,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Paired:
-    """Pair runs by seed (seeds both have), then mean gain, bootstrap CI of the mean gain and paired t-test p."""
+    """Pair runs by seed (seeds both have), then mean and median gain, bootstrap CI of the mean gain, paired t-test p
+    and Wilcoxon signed-rank p."""
     seeds = sorted(set(values) & set(baseline))
     a = np.array([values[s] for s in seeds], dtype=float)
     b = np.array([baseline[s] for s in seeds], dtype=float)
@@ -101,7 +117,8 @@ def paired_comparison(values: Mapping[int, float], baseline: Mapping[int, float]
     gain_std = float(gains.std(ddof=1)) if len(seeds) > 1 else None
     to_call = None if p is None or gain_std is None else seeds_to_call(float(gains.mean()), gain_std)
     return Paired(seeds, len(seeds), float(gains.mean()), low, high, ci_note, p, p_note, gain_std,
-                  paired_call(float(gains.mean()), p), to_call)
+                  paired_call(float(gains.mean()), p), to_call, float(np.median(gains)),
+                  wilcoxon_p(a, b)[0])  # two-sided: the same p either way round
 
 
 def paired_call(gain: float, p_value: Optional[float], alpha: float = SIGNIFICANCE) -> str:
