@@ -210,6 +210,16 @@ def test_the_rank_test_is_undefined_without_two_differences():
     assert wilcoxon_p([0.5, 0.7], [0.4, 0.5])[0] == pytest.approx(0.5)  # exact: both orders of two signs
 
 
+def test_a_run_stuck_at_the_class_prior_is_named_in_its_notes(tmp_path):
+    write_config(tmp_path, "lora_r8", [0.70, 0.72])
+    path = tmp_path / "m" / "t" / "lora_r8_seed43" / "metrics.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "warnings": ["the classifier learned nothing past the class prior: ..."]}))
+    notes = {r["run_name"]: r["notes"] for r in build_comparison(tmp_path)["runs"]}
+    assert notes["lora_r8_seed43"] == ["the classifier learned nothing past the class prior: ..."]
+    assert notes["lora_r8_seed42"] == []
+
+
 def test_a_paired_call_is_a_win_or_loss_only_below_the_level():
     assert paired_call(0.5, 0.01) == "win" and paired_call(-0.5, 0.01) == "loss"
     assert paired_call(0.5, 0.05) == paired_call(0.5, 0.2) == paired_call(0.5, None) == "tie"

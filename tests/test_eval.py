@@ -9,12 +9,14 @@ import math
 from math import comb
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import strato_peft.eval  # noqa: F401  registers tasks
 from strato_peft.cli import main
 from strato_peft.eval.base import EvalOptions
+from strato_peft.eval.class_metrics import PRIOR_MARGIN, classification_scores, prior_warning
 from strato_peft.eval.generation import GenerationConfig, generate
 from strato_peft.eval.gsm8k import extract_answer, reference_answer
 from strato_peft.eval.humaneval import pass_at_k
@@ -183,6 +185,31 @@ def test_classification_eval_on_its_held_out_split(make_config):
     assert sum(map(sum, m["confusion_matrix"])) == 8 and len(m["confusion_matrix"]) == 2
     assert m["accuracy"] == pytest.approx(sum(m["confusion_matrix"][i][i] for i in range(2)) / 8)
     assert path == run / "eval_results.json"
+    cm = np.array(m["confusion_matrix"])  # rows: labels, columns: predictions
+    assert m["majority_baseline"] == cm.sum(1).max() / 8 and m["top_class_share"] == cm.sum(0).max() / 8
+    stuck = m["accuracy"] <= m["majority_baseline"] + PRIOR_MARGIN
+    assert ("warning" in content["tasks"]["classification"]) == stuck
+    # training's own final eval carries the same check, in metrics.json and in `strato compare`'s run notes
+    metrics = json.loads((run / "metrics.json").read_text())
+    fe = metrics["final_eval"]
+    assert (fe["eval_accuracy"] <= fe["eval_majority_baseline"] + PRIOR_MARGIN) == bool(metrics["warnings"])
+
+
+def test_classification_scores_agree_with_sklearn_and_flag_the_class_prior():
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    labels, preds = [0, 0, 1, 2, 0, 1, 2, 2], [0, 1, 1, 2, 0, 0, 2, 1]
+    s = classification_scores(labels, preds, 3)
+    p, r, f1, _ = precision_recall_fscore_support(labels, preds, average="macro", zero_division=0)
+    assert s["accuracy"] == accuracy_score(labels, preds) and (s["precision"], s["recall"], s["macro_f1"]) == \
+        pytest.approx((p, r, f1))
+    assert s["majority_baseline"] == 3 / 8 and s["top_class_share"] == 3 / 8 and prior_warning(s) is None
+    # a classifier stuck at the most common label scores its share and gets the warning, with Trainer's prefix too
+    stuck = classification_scores(labels, [0] * 8, 3)
+    assert stuck["accuracy"] == stuck["majority_baseline"] == 3 / 8 and stuck["top_class_share"] == 1.0
+    assert "class prior" in prior_warning(stuck) and "100.0% of rows" in prior_warning(stuck)
+    assert prior_warning({f"eval_{k}": v for k, v in stuck.items()}, "eval_") == prior_warning(stuck)
+    assert prior_warning({"eval_loss": 1.0}, "eval_") is None  # no accuracy, nothing to say
 
 
 def test_perplexity_of_a_run(llama_run, tmp_path):

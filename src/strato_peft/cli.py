@@ -169,6 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     score = {k: round(v, 4) for k, v in m["final_eval"].items() if isinstance(v, float)}
     print(json.dumps({"final_eval": score, "trainable_params": m["params"]["trainable"],
                       "tokens_per_second": m["train"]["tokens_per_second"]}, indent=1))
+    for warning in m.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
     print(f"Results written to {result.run_dir}")
     return 0
 
@@ -244,6 +246,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         entry = content["tasks"][name]
         flat = {k: round(v, 4) for k, v in entry["metrics"].items() if isinstance(v, float)}
         print(f"{name}: {json.dumps(flat)} (n={entry['n']}, {entry['seconds']:.1f} s)")
+        if entry.get("warning"):
+            print(f"WARNING: {name}: {entry['warning']}", file=sys.stderr)
     print(f"Results written to {path}")
     return 0
 

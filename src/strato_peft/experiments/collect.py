@@ -138,6 +138,7 @@ def _read_metrics(record: RunRecord, path: Path) -> None:
     elif cpu is not None:
         record.notes.append("peak memory left out: the CPU's peak RSS includes earlier runs of the same process")
     record.wall_time_seconds = _number(data.get("wall_time_seconds"))
+    record.notes += [w for w in data.get("warnings") or [] if isinstance(w, str)]  # e.g. stuck at the class prior
 
 
 def _read_eval_results(record: RunRecord, path: Path) -> None:

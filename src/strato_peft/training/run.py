@@ -22,6 +22,7 @@ from strato_peft.cost import cost_report
 from strato_peft.data import TaskData, load_task_data
 from strato_peft.data.sources import PACKAGED_LABELS, check_source, task_type_of
 from strato_peft.errors import DataError
+from strato_peft.eval.class_metrics import prior_warning
 from strato_peft.methods.apply import apply_method
 from strato_peft.methods.base import MethodContext, MethodSpec, RunInputs
 from strato_peft.methods.registry import get_method
@@ -183,6 +184,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     final_eval = trainer.evaluate() if cfg.training.final_eval else {}
     if "eval_loss" in final_eval and task_type == "causal_lm":
         final_eval["eval_perplexity"] = float(math.exp(min(final_eval["eval_loss"], 50)))
+    warnings = [w for w in [prior_warning(final_eval, "eval_")] if w] if task_type == "classification" else []
     saved = _save_model(trainer.model, tokenizer, spec, method_ctx, run.staging)
     loss_curve, eval_curve = _loss_curve(trainer.state.log_history)
 
@@ -196,6 +198,7 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
         "loss_curve": loss_curve,
         "eval_curve": eval_curve,
         "final_eval": final_eval,
+        "warnings": warnings,  # what a reader of final_eval must know (a classifier stuck at the class prior)
         "train": {"train_loss": train_out.training_loss, "global_steps": trainer.state.global_step,
                   "epochs": trainer.state.epoch, "train_examples": len(trainer.train_dataset),
                   "dropped_too_long": dropped, "tokens_seen": trainer.state.num_input_tokens_seen,

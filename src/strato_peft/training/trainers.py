@@ -15,15 +15,13 @@ from strato_peft.data.sft import sft_records
 
 
 def classification_metrics(eval_pred: Any) -> dict[str, float]:
-    """Accuracy, macro-F1, macro precision and macro recall from logits and labels."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    """Accuracy, macro-F1, macro precision and recall, the majority-label baseline and the top predicted class's
+    share (eval/class_metrics.py) from logits and labels."""
+    from strato_peft.eval.class_metrics import classification_scores
 
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, tuple) else logits
-    preds = np.asarray(logits).argmax(-1)
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(labels, preds)), "macro_f1": float(f1),
-            "precision": float(precision), "recall": float(recall)}
+    return classification_scores(np.asarray(labels).tolist(), np.asarray(logits).argmax(-1).tolist())
 
 
 def standard_loss_sft_trainer_class() -> type:
