@@ -139,7 +139,8 @@ def _pairs_lines(summary: dict[str, Any]) -> list[str]:
                      rows)]
     for label, p in summary["pairs"].items():
         if p.get("per_seed"):  # results files from before 2026-12-07 lack it
-            lines += ["", f"Per seed, {label}: a ahead on {p['ahead']} of {p['paired_seeds']} seeds{_rank_note(p)}.", "",
+            ahead = f"a ahead on {p['ahead']} of {p['paired_seeds']} seeds{_rank_note(p)}"
+            lines += ["", f"Per seed, {label}: {ahead}.", "",
                       *_table(["seed", "a", "b", "a - b"], [
                           [str(seed), f"{x['a']:.2f}", f"{x['b']:.2f}", f"{x['a'] - x['b']:+.2f}"]
                           for seed, x in sorted(p["per_seed"].items(), key=lambda kv: int(kv[0]))])]

@@ -184,13 +184,14 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
     final_eval = trainer.evaluate() if cfg.training.final_eval else {}
     if "eval_loss" in final_eval and task_type == "causal_lm":
         final_eval["eval_perplexity"] = float(math.exp(min(final_eval["eval_loss"], 50)))
-    warnings = [w for w in [prior_warning(final_eval, "eval_")] if w] if task_type == "classification" else []
+    stuck = prior_warning(final_eval, "eval_") if task_type == "classification" else None
+    warnings = [stuck] if stuck else []
     saved = _save_model(trainer.model, tokenizer, spec, method_ctx, run.staging)
     loss_curve, eval_curve = _loss_curve(trainer.state.log_history)
 
     metrics = {
-        "run": {"name": run.final.name, "experiment_tag": options.experiment_tag, "seed": cfg.seed, "method": spec.name, "model": cfg.model.name,
-                "model_path": cfg.model.path, "task": cfg.task.name, "task_type": task_type,
+        "run": {"name": run.final.name, "experiment_tag": options.experiment_tag, "seed": cfg.seed,
+                "method": spec.name, "model": cfg.model.name, "model_path": cfg.model.path, "task": cfg.task.name, "task_type": task_type,
                 "resumed_from": str(resume_from.name) if resume_from else None,
                 "fast_dev_run": options.fast_dev_run, "saved": saved.name,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
