@@ -191,7 +191,8 @@ def train(cfg: StratoConfig, options: Optional[TrainOptions] = None) -> RunResul
 
     metrics = {
         "run": {"name": run.final.name, "experiment_tag": options.experiment_tag, "seed": cfg.seed,
-                "method": spec.name, "model": cfg.model.name, "model_path": cfg.model.path, "task": cfg.task.name, "task_type": task_type,
+                "method": spec.name, "model": cfg.model.name, "model_path": cfg.model.path, "task": cfg.task.name,
+                "task_type": task_type,
                 "resumed_from": str(resume_from.name) if resume_from else None,
                 "fast_dev_run": options.fast_dev_run, "saved": saved.name,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
