@@ -36,5 +36,5 @@ def prior_warning(scores: dict[str, float], prefix: str = "") -> Optional[str]:
     share = scores.get(f"{prefix}top_class_share")
     one_class = "" if share is None else f"; {share:.1%} of rows get the same predicted class"
     return (f"the classifier learned nothing past the class prior: accuracy {acc:.2%} against {base:.2%} for "
-            f"always predicting the most common label{one_class}. A stuck run: try another seed or a lower "
-            "learning rate")
+            f"always predicting the most common label{one_class}. A stuck run: retrain with a learning-rate "
+            "warmup (training.warmup_ratio: 0.1), another seed or a lower learning rate")
