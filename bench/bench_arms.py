@@ -131,6 +131,10 @@ def arms(task: str) -> dict[str, dict[str, Any]]:
     # open: the map values the floored pick only 0.2% above the uniform r2, so at min_map_gain 5% this is LoRA r2)
     out["strato_knapsack_b0.25_floor1"] = {"method": "strato", "solver": "knapsack", "budget": 0.25,
                                            "strato": {"rank_floor": 1, "min_map_gain": 0.0}}
+    # ... and the 0.125x recipe carried to LoRA r2's cost: the map placing the whole budget (no floor; modules may go
+    # without an adapter), the gate forced open as for floor1 (at 5% it would train LoRA r2)
+    out["strato_knapsack_b0.25_open"] = {"method": "strato", "solver": "knapsack", "budget": 0.25,
+                                         "strato": {"min_map_gain": 0.0}}
     # the same rule at LoRA r4's cost: half the budget's uniform rank kept everywhere, the map placing the rest
     out["strato_knapsack_b0.5_floor2"] = {"method": "strato", "solver": "knapsack", "budget": 0.5,
                                           "strato": {"rank_floor": 2, "min_map_gain": 0.0}}
